@@ -1,0 +1,3 @@
+from cioguard.cli import main
+
+main()

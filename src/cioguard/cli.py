@@ -1,0 +1,164 @@
+"""The ``cioguard`` command line (Typer + Rich).
+
+Every command loads settings first; a configuration error prints one line naming the variable
+and exits 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cioguard.errors import CioguardError, ConfigurationError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Deliver to Customer.io safely.")
+deletions_app = typer.Typer(no_args_is_help=True, help="Erasure requests.")
+dead_letters_app = typer.Typer(no_args_is_help=True, help="Jobs that could not be delivered.")
+keys_app = typer.Typer(no_args_is_help=True, help="Key material.")
+app.add_typer(deletions_app, name="deletions")
+app.add_typer(dead_letters_app, name="dead-letters")
+app.add_typer(keys_app, name="keys")
+
+console = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]cioguard:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def guarded(fn: Callable[[], T]) -> T:
+    """Run ``fn``; configuration and other cioguard errors become one line and exit 2."""
+    try:
+        return fn()
+    except ConfigurationError as exc:
+        raise fail(f"configuration error: {exc}") from None
+    except CioguardError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command(context_settings=PASSTHROUGH)
+def worker(ctx: typer.Context) -> None:
+    """Run a worker (Celery). Extra arguments pass through to `celery worker`."""
+    from cioguard.worker import app as celery_app  # exits with one line on a config error
+
+    argv = ["worker", "--queues", "cioguard", "--loglevel", "INFO", *ctx.args]
+    celery_app.worker_main(argv)
+
+
+@app.command(context_settings=PASSTHROUGH)
+def sandbox(ctx: typer.Context) -> None:
+    """Run the local TLS stand-in for the Track API (see `cioguard sandbox --help`)."""
+    from cioguard.sandbox import main as sandbox_main
+
+    sandbox_main(ctx.args)
+
+
+@app.command()
+def demo(
+    identifies: int = typer.Option(1000, help="identify jobs to enqueue"),
+    events: int = typer.Option(1000, help="track jobs to enqueue"),
+    deletions: int = typer.Option(20, help="deletion requests to enqueue"),
+    concurrency: int = typer.Option(2, help="worker processes"),
+) -> None:
+    """Start Redis (if needed), a sandbox and a worker; run a realistic mix; print a summary."""
+    from cioguard.demo import run_demo
+
+    run_demo(identifies=identifies, events=events, deletions=deletions, concurrency=concurrency)
+
+
+@app.command()
+def status(request_id: str) -> None:
+    """Show the state of an erasure request."""
+    from cioguard.api import get_producer
+
+    try:
+        st = guarded(lambda: get_producer().deletion_status(request_id))
+    except LookupError:
+        raise fail(f"no deletion request with id {request_id}", 1) from None
+    table = Table(show_header=False)
+    for field in ("request_id", "state", "regime", "reason", "manner", "mode", "attempts"):
+        table.add_row(field, str(getattr(st, field)))
+    for field in ("received_at", "due_at", "updated_at", "completed_at"):
+        value = getattr(st, field)
+        table.add_row(field, value.isoformat(timespec="seconds") if value else "-")
+    console.print(table)
+
+
+@deletions_app.command("overdue")
+def deletions_overdue(
+    within_days: int = typer.Option(3, help="also list requests due within this many days"),
+) -> None:
+    """List erasure requests past or near their legal due date (exit 1 if any)."""
+    from datetime import timedelta
+
+    from cioguard import gdpr
+    from cioguard.api import get_producer
+
+    rows = guarded(lambda: gdpr.overdue(get_producer().audit, within=timedelta(days=within_days)))
+    table = Table("request", "state", "regime", "received", "due")
+    for st in rows:
+        table.add_row(
+            st.request_id, st.state, st.regime,
+            st.received_at.date().isoformat(), st.due_at.date().isoformat(),
+        )  # fmt: skip
+    console.print(table if rows else "No erasure request is overdue or due soon.")
+    raise typer.Exit(1 if rows else 0)
+
+
+@dead_letters_app.command("list")
+def dead_letters_list(all_: bool = typer.Option(False, "--all", help="include replayed")) -> None:
+    """Dead-lettered jobs (sealed; shown by id, kind, error and status only)."""
+    from cioguard import deadletters
+    from cioguard.api import get_producer
+
+    rows = guarded(lambda: deadletters.list_all(get_producer().audit, include_replayed=all_))
+    table = Table("job", "kind", "error", "status", "at", "replayed")
+    for dl in rows:
+        table.add_row(
+            dl.job_id, dl.kind, dl.error_class or "-", str(dl.http_status or "-"),
+            dl.created_at.isoformat(timespec="seconds"),
+            dl.replayed_at.isoformat(timespec="seconds") if dl.replayed_at else "-",
+        )  # fmt: skip
+    console.print(table)
+
+
+@dead_letters_app.command("replay")
+def dead_letters_replay(
+    job_id: str | None = typer.Argument(None, help="one dead-lettered job id"),
+    all_: bool = typer.Option(False, "--all", help="replay every unreplayed dead letter"),
+) -> None:
+    """Enqueue dead-lettered jobs again, under new job ids."""
+    from cioguard.replay import replay
+
+    if not job_id and not all_:
+        raise fail("give a job id or --all")
+    count = guarded(lambda: replay(job_id=job_id))
+    console.print(f"replayed {count} job(s)")
+
+
+@keys_app.command("new")
+def keys_new() -> None:
+    """Print a new payload key (Fernet) and a new hash key."""
+    import secrets
+
+    from cioguard.envelope import new_key
+
+    console.print(f"CIOGUARD_PAYLOAD_KEY={new_key()}", highlight=False)
+    console.print(f"CIOGUARD_HASH_KEY={secrets.token_urlsafe(48)}", highlight=False)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    try:
+        return app(argv, standalone_mode=True)
+    except ConfigurationError as exc:
+        err.print(f"cioguard: configuration error: {exc}", highlight=False)
+        sys.exit(2)

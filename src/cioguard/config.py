@@ -1,0 +1,164 @@
+"""Typed settings, read once from the environment.
+
+One frozen object built from environment variables (and, for Customer.io credentials, from the
+secret source chosen by ``CIOGUARD_SECRETS``). Invalid values are refused at start with a
+:class:`~cioguard.errors.ConfigurationError` that names the variable and the expected form, and
+never echoes the value (it may be a secret). Secrets are ``SecretStr`` so they stay out of
+``repr`` and logs.
+
+The application process needs only the broker, the keys and the policy; the worker also needs
+Customer.io credentials, which come from the secret source (:mod:`cioguard.credentials`).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from cryptography.fernet import Fernet
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cioguard.errors import ConfigurationError
+
+MIN_HASH_KEY_BYTES = 32
+
+_EXPECTED: dict[str, str] = {
+    "CUSTOMERIO_REGION": "'us' or 'eu'",
+    "CIOGUARD_HASH_KEY": f"a random secret of at least {MIN_HASH_KEY_BYTES} characters "
+    "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)",
+    "CIOGUARD_PAYLOAD_KEY": "comma-separated Fernet keys, newest first "
+    "(`cioguard keys new` prints one)",
+    "CIOGUARD_RATE_LIMIT": "a positive number of requests per second",
+    "CIOGUARD_RATE_BURST": "a number of requests >= 1",
+    "CIOGUARD_APP_RATE_LIMIT": "a positive number of requests per second",
+    "CIOGUARD_HTTP_TIMEOUT_S": "a positive number of seconds",
+    "CIOGUARD_DELETION_MODE": "'suppress', 'suppress_and_delete' or 'delete'",
+    "CIOGUARD_MAX_ATTEMPTS": "a whole number >= 1",
+    "CIOGUARD_MAX_AGE_S": "a positive number of seconds",
+    "CIOGUARD_VISIBILITY_TIMEOUT_S": "a whole number of seconds >= 60",
+    "CIOGUARD_METRICS_PORT": "a TCP port number (1-65535)",
+    "CIOGUARD_BATCH": "0 or 1",
+    "CIOGUARD_CA_BUNDLE": "the path of a readable PEM file",
+    "CIOGUARD_POLICY": "the path of a readable TOML policy file",
+    "CIOGUARD_LOG_FORMAT": "'auto', 'json' or 'text'",
+    "CIOGUARD_RETENTION_DAYS": "a whole number of days >= 1",
+}
+
+
+class Settings(BaseSettings):
+    """Every setting cioguard reads. Field aliases are the environment variable names."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    region: Literal["us", "eu"] = Field("us", alias="CUSTOMERIO_REGION")
+    webhook_secret: SecretStr | None = Field(None, alias="CUSTOMERIO_WEBHOOK_SECRET")
+    track_url: str | None = Field(None, alias="CIOGUARD_TRACK_URL")
+    ca_bundle: Path | None = Field(None, alias="CIOGUARD_CA_BUNDLE")
+    broker_url: str = Field("redis://localhost:6379/0", alias="CIOGUARD_BROKER_URL")
+    audit_url: str = Field("sqlite:///cioguard-audit.db", alias="CIOGUARD_AUDIT_URL")
+    hash_key: SecretStr | None = Field(None, alias="CIOGUARD_HASH_KEY")
+    payload_key: SecretStr | None = Field(None, alias="CIOGUARD_PAYLOAD_KEY")
+    policy_path: Path | None = Field(None, alias="CIOGUARD_POLICY")
+    secrets_source: str = Field("env", alias="CIOGUARD_SECRETS")
+    rate_limit_per_s: float = Field(100.0, gt=0, alias="CIOGUARD_RATE_LIMIT")
+    rate_burst: float | None = Field(None, ge=1, alias="CIOGUARD_RATE_BURST")
+    app_rate_limit_per_s: float = Field(10.0, gt=0, alias="CIOGUARD_APP_RATE_LIMIT")
+    http_timeout_s: float = Field(10.0, gt=0, alias="CIOGUARD_HTTP_TIMEOUT_S")
+    deletion_mode: Literal["suppress", "suppress_and_delete", "delete"] = Field(
+        "suppress", alias="CIOGUARD_DELETION_MODE"
+    )
+    max_attempts: int = Field(12, ge=1, alias="CIOGUARD_MAX_ATTEMPTS")
+    max_age_s: float = Field(24 * 3600.0, gt=0, alias="CIOGUARD_MAX_AGE_S")
+    visibility_timeout_s: int = Field(3600, ge=60, alias="CIOGUARD_VISIBILITY_TIMEOUT_S")
+    batch: bool = Field(True, alias="CIOGUARD_BATCH")
+    metrics_port: int | None = Field(None, ge=1, le=65535, alias="CIOGUARD_METRICS_PORT")
+    sentry_dsn: SecretStr | None = Field(None, alias="SENTRY_DSN")
+    environment: str = Field("production", alias="CIOGUARD_ENVIRONMENT")
+    log_format: Literal["auto", "json", "text"] = Field("auto", alias="CIOGUARD_LOG_FORMAT")
+    retention_days: int = Field(730, ge=1, alias="CIOGUARD_RETENTION_DAYS")
+
+    @field_validator("ca_bundle", "policy_path")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError("file not found")
+        return value
+
+    @field_validator("hash_key")
+    @classmethod
+    def _strong_hash_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_HASH_KEY_BYTES:
+            raise ValueError("too short")
+        return value
+
+    @field_validator("payload_key")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            for key in value.get_secret_value().split(","):
+                Fernet(key.strip().encode())  # raises ValueError on a malformed key
+        return value
+
+    # -- derived values -------------------------------------------------------------------
+
+    @property
+    def burst(self) -> float:
+        """Bucket capacity: ``CIOGUARD_RATE_BURST`` or a tenth of a second's worth (min 1)."""
+        return self.rate_burst or max(1.0, self.rate_limit_per_s / 10)
+
+    @property
+    def countdown_cap_s(self) -> float:
+        """The longest Celery countdown allowed: well inside the Redis visibility timeout."""
+        return min(300.0, self.visibility_timeout_s / 4)
+
+    def hash_key_bytes(self) -> bytes:
+        """The keyed-hash key; raises ConfigurationError when unset."""
+        return _require(self.hash_key, "CIOGUARD_HASH_KEY").encode()
+
+    def payload_keys(self) -> list[bytes]:
+        """Fernet keys, newest first; raises ConfigurationError when unset."""
+        raw = _require(self.payload_key, "CIOGUARD_PAYLOAD_KEY")
+        return [k.strip().encode() for k in raw.split(",") if k.strip()]
+
+    def webhook_secrets(self) -> list[str]:
+        """Active webhook signing secrets (several during a rotation)."""
+        raw = _require(self.webhook_secret, "CUSTOMERIO_WEBHOOK_SECRET")
+        return [s.strip() for s in raw.split(",") if s.strip()]
+
+    def require_application(self) -> None:
+        """Fail fast on what the application side needs to enqueue."""
+        self.hash_key_bytes()
+        self.payload_keys()
+
+
+def _require(value: SecretStr | None, name: str) -> str:
+    if value is None or not value.get_secret_value().strip():
+        raise ConfigurationError(f"{name} is not set: expected {_EXPECTED.get(name, 'a value')}")
+    return value.get_secret_value()
+
+
+def load_settings() -> Settings:
+    """Build settings from the environment, turning validation errors into one clear line."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigurationError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    aliases = {name: field.alias for name, field in Settings.model_fields.items()}
+    problems = []
+    for error in exc.errors(include_input=False):
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        var = aliases.get(field) or field
+        expected = _EXPECTED.get(var, error["msg"])
+        problems.append(f"{var} is invalid: expected {expected}")
+    return "; ".join(problems)
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, built on first use. Tests call ``get_settings.cache_clear()``."""
+    return load_settings()

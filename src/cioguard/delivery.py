@@ -1,0 +1,162 @@
+"""The worker's steps for one job, as named functions: check -> sanitize -> limit -> send -> record.
+
+Celery-free on purpose: tasks.py wires these to Celery, and tests can drive them directly.
+Every path ends in exactly one final audit row per job (``has_final`` makes a re-run after a
+crash a no-op), or raises :class:`RetryableError` / :class:`AuditUnavailableError` so the task
+retries: a job never finishes unrecorded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from cioguard import deadletters, gdpr
+from cioguard.audit import AuditEntry
+from cioguard.errors import CredentialsError, PermanentError, RetryableError
+from cioguard.jobs import Job
+from cioguard.retrying import call_with_fast_retries
+from cioguard.runtime import Runtime
+
+log = logging.getLogger("cioguard.delivery")
+ERASABLE_KINDS = ("identify", "track")
+
+
+def deliver(rt: Runtime, job: Job, sealed: str, *, attempt: int) -> str:
+    """Deliver an identify or track job. Returns the outcome (no PII)."""
+    if rt.audit.has_final(job.job_id):
+        return "duplicate"
+    if rt.tombstones.is_erased(job.person_hash):
+        return _final(rt, job, "dropped", attempt, detail="dropped: subject erased")
+    request = _request_for(rt, job)
+    try:
+        status = send(rt, request)
+    except PermanentError as exc:
+        return dead_letter(rt, job, sealed, exc, attempt)
+    return _final(rt, job, "delivered", attempt, status=status)
+
+
+def erase(rt: Runtime, job: Job, sealed: str, *, attempt: int) -> str:
+    """Carry out a deletion request in the configured mode; 404 counts as done."""
+    assert job.request_id is not None
+    current = gdpr.get_status(rt.audit, job.request_id)
+    if current is None or current.state == "completed" or rt.audit.has_final(job.job_id):
+        return "duplicate"
+    rt.tombstones.add(job.person_hash)
+    attempts = current.attempts + 1
+    gdpr.transition(rt.audit, job.request_id, "in_progress", job_id=job.job_id, attempts=attempts)
+    try:
+        status = send(rt, _erase_request(rt, job, current.mode))
+    except PermanentError as exc:
+        gdpr.transition(
+            rt.audit, job.request_id, "failed", job_id=job.job_id, attempts=attempts,
+            error_class=type(exc).__name__, http_status=exc.status,
+        )  # fmt: skip
+        return dead_letter(rt, job, sealed, exc, attempt)
+    gdpr.transition(
+        rt.audit, job.request_id, "completed", job_id=job.job_id, attempts=attempts,
+        http_status=status, final=True,
+    )  # fmt: skip
+    _log(job, "completed", status)
+    return "completed"
+
+
+def _request_for(rt: Runtime, job: Job) -> Callable[[], int]:
+    client = rt.client
+    if job.kind == "identify":
+        attributes = rt.sanitizer.apply(job.attributes or {})
+        return lambda: _limited(rt, lambda: client.identify(job.person_id, attributes))
+    if job.kind == "track":
+        assert job.name is not None
+        data = rt.sanitizer.apply(job.data or {})
+        name = job.name
+        return lambda: _limited(
+            rt,
+            lambda: client.track(
+                job.person_id, name, data, event_id=job.event_id, timestamp=job.timestamp
+            ),
+        )
+    raise ValueError(f"job kind {job.kind!r} is not delivered by this step")
+
+
+def _erase_request(rt: Runtime, job: Job, mode: str) -> Callable[[], int]:
+    client, person_id = rt.client, job.person_id
+
+    def run() -> int:
+        status = 0
+        if mode in ("suppress", "suppress_and_delete"):
+            status = _limited(rt, lambda: client.suppress(person_id))
+        if mode in ("delete", "suppress_and_delete"):
+            status = _limited(rt, lambda: client.delete(person_id))
+        return status
+
+    return run
+
+
+def _limited(rt: Runtime, call: Callable[[], int]) -> int:
+    """Take a token from the fleet-wide bucket, then call; a 429 pauses the whole fleet."""
+    rt.limiter.acquire()
+    try:
+        return call()
+    except RetryableError as exc:
+        if exc.status == 429 and exc.retry_after_s:
+            rt.limiter.pause_fleet(exc.retry_after_s)
+        raise
+
+
+def send(rt: Runtime, request: Callable[[], int]) -> int:
+    """Run a (rate-limited) request with fast retries; on a 401 re-read credentials once."""
+    try:
+        return call_with_fast_retries(request)
+    except CredentialsError:
+        rt.refresh_credentials()
+        try:
+            return call_with_fast_retries(request)
+        except CredentialsError as exc:
+            raise RetryableError(
+                "Customer.io still refuses the credentials after re-reading them",
+                status=exc.status,
+                retry_after_s=60,
+            ) from None
+
+
+def dead_letter(rt: Runtime, job: Job, sealed: str, exc: BaseException, attempt: int) -> str:
+    status = getattr(exc, "status", None)
+    deadletters.record(
+        rt.audit, job_id=job.job_id, kind=job.kind, person_hash=job.person_hash, sealed=sealed,
+        error_class=type(exc).__name__, http_status=status, attempts=attempt,
+        policy_version=rt.policy_version,
+    )  # fmt: skip
+    _log(job, "dead_lettered", status)
+    return "dead_lettered"
+
+
+def _final(
+    rt: Runtime,
+    job: Job,
+    outcome: str,
+    attempt: int,
+    *,
+    status: int | None = None,
+    detail: str | None = None,
+) -> str:
+    recorded = rt.audit.record(
+        AuditEntry(
+            kind=job.kind, outcome=outcome, person_hash=job.person_hash, job_id=job.job_id,
+            final=True, attempts=attempt, http_status=status, policy_version=rt.policy_version,
+            detail=detail,
+        )
+    )  # fmt: skip
+    _log(job, outcome if recorded else "duplicate", status)
+    return outcome if recorded else "duplicate"
+
+
+def _log(job: Job, outcome: str, status: int | None) -> None:
+    log.info(
+        "job %s",
+        outcome,
+        extra={
+            "job_id": job.job_id, "kind": job.kind, "outcome": outcome,
+            "person_hash": job.person_hash[:16], "status": status,
+        },
+    )  # fmt: skip

@@ -1,0 +1,32 @@
+"""Replaying dead letters: open the sealed job, give it a new job id, seal and enqueue again.
+
+A new id is needed because the old one already has its final audit row (``dead_lettered``),
+which makes the worker treat a re-run of that id as done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from cioguard import deadletters
+from cioguard.api import get_producer
+from cioguard.celeryconf import DELIVER_TASK, ERASE_TASK
+from cioguard.jobs import Job, new_job_id
+
+
+def replay(*, job_id: str | None) -> int:
+    producer = get_producer()
+    letters = [
+        dl for dl in deadletters.list_all(producer.audit) if job_id is None or dl.job_id == job_id
+    ]
+    for letter in letters:
+        job = Job.from_payload(producer.envelope.open(letter.sealed))
+        fresh = replace(job, job_id=new_job_id())
+        task = ERASE_TASK if job.kind == "delete" else DELIVER_TASK
+        if job.kind == "delete" and job.request_id:
+            from cioguard import gdpr
+
+            gdpr.transition(producer.audit, job.request_id, "received", job_id=fresh.job_id)
+        deadletters.mark_replayed(producer.audit, letter.job_id, fresh.job_id)
+        producer.send_sealed(producer.envelope.seal(fresh.to_payload()), fresh.job_id, task)
+    return len(letters)

@@ -1,0 +1,123 @@
+"""Input checks run in the application process before anything is enqueued.
+
+Each check raises :class:`InvalidInputError` (a ``ValueError``) or :class:`InvalidTypeError`
+(a ``TypeError``) with a message naming the problem and never the offending value: ids, names
+and data may be personal data. Limits are Customer.io's documented ones (customerio-api.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from cioguard.errors import InvalidInputError, InvalidTypeError
+
+MAX_ID_BYTES = 150
+MAX_EVENT_NAME_BYTES = 100
+MAX_EVENT_DATA_BYTES = 100_000
+MAX_REASON_CHARS = 64
+
+
+def person_id(value: object) -> str:
+    """A non-empty string of at most 150 UTF-8 bytes, without surrounding whitespace."""
+    if not isinstance(value, str):
+        raise InvalidTypeError(f"person_id must be a str, not {type(value).__name__}")
+    if not value.strip():
+        raise InvalidInputError("person_id is empty")
+    if value != value.strip():
+        raise InvalidInputError("person_id has leading or trailing whitespace")
+    if len(value.encode("utf-8")) > MAX_ID_BYTES:
+        raise InvalidInputError(f"person_id is longer than {MAX_ID_BYTES} bytes")
+    return value
+
+
+def attributes(value: object, *, what: str = "attributes") -> dict[str, Any]:
+    """A mapping with string keys whose values serialize to JSON; returned as a plain dict."""
+    if not isinstance(value, Mapping):
+        raise InvalidTypeError(f"{what} must be a mapping, not {type(value).__name__}")
+    for key in value:
+        if not isinstance(key, str):
+            raise InvalidTypeError(f"{what} keys must be str, found a {type(key).__name__} key")
+    data = dict(value)
+    encoded_size(data, what=what)
+    return data
+
+
+def encoded_size(value: object, *, what: str) -> int:
+    """The JSON size in bytes; refuses non-serializable values and NaN/Infinity."""
+    try:
+        encoded = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+    except TypeError:
+        bad = _first_bad_type(value)
+        raise InvalidTypeError(
+            f"{what} contains a value that is not JSON-serializable ({bad})"
+        ) from None
+    except ValueError:
+        raise InvalidInputError(
+            f"{what} contains NaN or Infinity, which JSON cannot carry"
+        ) from None
+    return len(encoded.encode("utf-8"))
+
+
+def _first_bad_type(value: object) -> str:
+    if isinstance(value, Mapping):
+        for item in value.values():
+            found = _first_bad_type(item)
+            if found:
+                return found
+        return ""
+    if isinstance(value, list | tuple):
+        for item in value:
+            found = _first_bad_type(item)
+            if found:
+                return found
+        return ""
+    if value is None or isinstance(value, str | int | float | bool):
+        return ""
+    return type(value).__name__
+
+
+def event_name(value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidTypeError(f"event name must be a str, not {type(value).__name__}")
+    if not value.strip():
+        raise InvalidInputError("event name is empty")
+    if len(value.encode("utf-8")) > MAX_EVENT_NAME_BYTES:
+        raise InvalidInputError(f"event name is longer than {MAX_EVENT_NAME_BYTES} bytes")
+    return value
+
+
+def event_data(value: object) -> dict[str, Any]:
+    if value is None:
+        return {}
+    data = attributes(value, what="event data")
+    if encoded_size(data, what="event data") > MAX_EVENT_DATA_BYTES:
+        raise InvalidInputError(f"event data is larger than {MAX_EVENT_DATA_BYTES} bytes as JSON")
+    return data
+
+
+def timestamp(value: object) -> int | None:
+    """Unix seconds from an int or an aware/naive-UTC datetime; None means 'now' at Customer.io."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | datetime):
+        raise InvalidTypeError(
+            f"timestamp must be an int or a datetime, not {type(value).__name__}"
+        )
+    if isinstance(value, datetime):
+        seconds = value.timestamp() if value.tzinfo else value.replace(tzinfo=UTC).timestamp()
+        value = math.floor(seconds)
+    if value < 0:
+        raise InvalidInputError("timestamp is negative")
+    return int(value)
+
+
+def reason(value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidTypeError(f"reason must be a str, not {type(value).__name__}")
+    if not value.strip() or len(value) > MAX_REASON_CHARS:
+        raise InvalidInputError(f"reason must be 1-{MAX_REASON_CHARS} characters")
+    return value.strip()

@@ -1,0 +1,56 @@
+"""The Celery app the worker runs (``celery -A cioguard.worker`` / ``cioguard worker``).
+
+Configuration is checked when this module is imported: a missing or malformed setting stops the
+worker with one line naming the variable, before Celery starts anything. Signals initialize
+logging and Sentry early enough for the Celery integration to hook in (celery-pitfalls.md), and
+again in each forked pool process.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from celery import signals
+
+from cioguard.celeryconf import build_celery
+from cioguard.config import Settings, get_settings
+from cioguard.credentials import source_from_spec
+from cioguard.errors import ConfigurationError
+
+
+def _checked_settings() -> Settings:
+    """Settings plus everything delivery needs; exits with one line on a configuration error."""
+    try:
+        settings = get_settings()
+        settings.require_application()
+        source_from_spec(settings.secrets_source).get()
+    except ConfigurationError as exc:
+        sys.exit(f"cioguard: configuration error: {exc}")
+    return settings
+
+
+settings = _checked_settings()
+app = build_celery(settings)
+
+import cioguard.tasks  # noqa: E402,F401  (registers the tasks with this app)
+
+
+@signals.celeryd_init.connect
+def _on_worker_init(**_: Any) -> None:
+    from cioguard.audit import AuditStore
+    from cioguard.observability import init_process
+
+    init_process(settings, role="worker")
+    store = AuditStore.from_url(settings.audit_url)
+    try:
+        store.migrate()
+    finally:
+        store.dispose()
+
+
+@signals.worker_process_init.connect
+def _on_pool_process_init(**_: Any) -> None:
+    from cioguard.observability import init_process
+
+    init_process(settings, role="worker-process")

@@ -1,0 +1,88 @@
+"""The whole path: producer -> real Redis -> real worker process -> TLS sandbox -> audit."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import MetaData
+
+from cioguard.api import Producer
+from cioguard.audit import AuditStore
+from cioguard.audit_schema import metadata
+from cioguard.devstack import WorkerProcess
+from cioguard.sandbox import SandboxServer
+from tests.conftest import PG_URL, settings_from
+from tests.helpers import final_rows, wait_for_finals, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def test_identify_track_delete_end_to_end(
+    producer: Producer, start_worker: Callable[..., WorkerProcess], cio: SandboxServer
+) -> None:
+    start_worker()
+    ids = [producer.identify(f"user-{i}", {"email": f"u{i}@example.com", "plan": "pro",
+                                            "password": "hunter2"}) for i in range(20)]  # fmt: skip
+    ids += [producer.track(f"user-{i}", "signed_up", {"source": "ads"}) for i in range(10)]
+    request_id = producer.delete_person("user-gone")
+
+    wait_for_finals(producer.audit, len(ids) + 1)
+    rows = final_rows(producer.audit)
+    by_job = collections.Counter(r["final_job_id"] for r in rows)
+    assert all(by_job[j] == 1 for j in ids)
+    assert {r["outcome"] for r in rows if r["final_job_id"] in ids} == {"delivered"}
+
+    person = cio.control.person("user-3")
+    assert person is not None
+    assert person["email"] == "u3@example.com"
+    assert "password" not in person
+    assert len(cio.control.events("user-3")) == 1
+    stats = cio.control.stats()
+    assert stats["suppressed"] == 1
+
+    status = producer.deletion_status(request_id)
+    assert status.state == "completed"
+    assert status.completed_at is not None and status.completed_at >= status.received_at
+    assert status.due_at > status.received_at
+
+
+def test_one_final_row_per_job_for_1000_identifies_and_100_deletions(
+    producer: Producer, start_worker: Callable[..., WorkerProcess], cio: SandboxServer
+) -> None:
+    start_worker(concurrency=2)
+    jobs = [producer.identify(f"bulk-{i}", {"email": f"b{i}@example.com"}) for i in range(1000)]
+    requests = [producer.delete_person(f"gone-{i}") for i in range(100)]
+
+    wait_for_finals(producer.audit, 1100, timeout_s=240)
+    rows = final_rows(producer.audit)
+    assert len(rows) == 1100
+    counts = collections.Counter(r["final_job_id"] for r in rows)
+    assert set(jobs) <= set(counts) and max(counts.values()) == 1
+    assert all(producer.deletion_status(r).state == "completed" for r in requests)
+    assert cio.control.stats()["people"] == 1000
+
+
+def test_audit_rows_in_postgresql(
+    env: dict[str, str], start_worker: Callable[..., WorkerProcess], cio: SandboxServer
+) -> None:
+    store = AuditStore.from_url(PG_URL)
+    with store.engine.begin() as conn:
+        metadata.drop_all(conn)
+    pg_env = {**env, "CIOGUARD_AUDIT_URL": PG_URL}
+    producer = Producer(settings_from(pg_env))
+    producer.audit.migrate()
+    start_worker(CIOGUARD_AUDIT_URL=PG_URL)
+    jobs = [producer.identify(f"pg-{i}", {"email": f"p{i}@example.com"}) for i in range(30)]
+    request_id = producer.delete_person("pg-gone")
+    wait_for_finals(store, 31)
+    rows = final_rows(store)
+    assert {r["final_job_id"] for r in rows} >= set(jobs)
+    assert all(r["person_hash"] and len(str(r["person_hash"])) == 64 for r in rows)
+    wait_until(lambda: producer.deletion_status(request_id).state == "completed", what="deletion")
+    reflected = MetaData()
+    reflected.reflect(store.engine)
+    assert {"audit_log", "deletion_requests", "tombstones", "dead_letters"} <= set(reflected.tables)
+    producer.audit.dispose()
+    store.dispose()
