@@ -156,6 +156,16 @@ def keys_new() -> None:
     console.print(f"CIOGUARD_HASH_KEY={secrets.token_urlsafe(48)}", highlight=False)
 
 
+def _register_subcommands() -> None:
+    from cioguard import cli_audit, cli_erasure, cli_ops, cli_policy, cli_webhooks
+
+    for module in (cli_audit, cli_erasure, cli_ops, cli_policy, cli_webhooks):
+        module.register(app)
+
+
+_register_subcommands()
+
+
 def main(argv: list[str] | None = None) -> Any:
     try:
         return app(argv, standalone_mode=True)

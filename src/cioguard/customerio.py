@@ -27,6 +27,7 @@ import requests
 from customerio import CustomerIO, Regions
 from requests.adapters import HTTPAdapter
 
+from cioguard import metrics
 from cioguard.errors import CredentialsError, PermanentError, RetryableError
 
 RETRYABLE_STATUSES = frozenset({408, 429})
@@ -66,8 +67,10 @@ class _QuietCustomerIO(CustomerIO):  # type: ignore[misc]
                 verify=self.ca_bundle,
             )  # verify per request: a session's verify loses to REQUESTS_CA_BUNDLE
         except requests.Timeout:
+            metrics.response(op, None)
             raise RetryableError(f"Customer.io did not answer {op} in time") from None
         except requests.RequestException as exc:
+            metrics.response(op, None)
             kind = type(exc).__name__
             raise RetryableError(f"Customer.io unreachable for {op} ({kind})") from None
         return _classify(op, response)
@@ -75,6 +78,7 @@ class _QuietCustomerIO(CustomerIO):  # type: ignore[misc]
 
 def _classify(op: str, response: requests.Response) -> requests.Response:
     status = response.status_code
+    metrics.response(op, status)
     if 200 <= status < 300 or (status == 404 and op in DONE_ON_404):
         return response
     if status in RETRYABLE_STATUSES or status >= 500:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from cioguard import deadletters, gdpr
+from cioguard import deadletters, gdpr, metrics
 from cioguard.audit import AuditEntry
 from cioguard.errors import CredentialsError, PermanentError, RetryableError
 from cioguard.jobs import Job
@@ -95,7 +95,7 @@ def _erase_request(rt: Runtime, job: Job, mode: str) -> Callable[[], int]:
 
 def _limited(rt: Runtime, call: Callable[[], int]) -> int:
     """Take a token from the fleet-wide bucket, then call; a 429 pauses the whole fleet."""
-    rt.limiter.acquire()
+    metrics.limiter_waited(rt.limiter.acquire())
     try:
         return call()
     except RetryableError as exc:
@@ -152,6 +152,7 @@ def _final(
 
 
 def _log(job: Job, outcome: str, status: int | None) -> None:
+    metrics.job_finished(job.kind, outcome)
     log.info(
         "job %s",
         outcome,

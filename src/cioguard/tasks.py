@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 from celery import Task, shared_task
 
-from cioguard import delivery
+from cioguard import delivery, metrics
 from cioguard.celeryconf import DELIVER_TASK, ERASE_TASK
 from cioguard.envelope import EnvelopeError
 from cioguard.errors import AuditUnavailableError, RetryableError
@@ -58,6 +58,7 @@ def _retry(
     task: Task, rt: Runtime, exc: Exception, attempt: int, *, retry_after_s: float | None
 ) -> NoReturn:
     delay = countdown(attempt, retry_after_s, cap_s=rt.settings.countdown_cap_s)
+    metrics.job_retried(str(task.name).rsplit(".", 1)[-1])
     log.info(
         "job retrying",
         extra={
