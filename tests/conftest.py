@@ -67,6 +67,7 @@ def env(tmp_path: Path, redis_url: str, cio: SandboxServer) -> dict[str, str]:
         "CIOGUARD_RATE_LIMIT": "500",
         "CIOGUARD_LOG_FORMAT": "json",
         "CIOGUARD_SECRETS": "env",
+        "CIOGUARD_BATCH": "0",
     }
 
 

@@ -297,9 +297,9 @@ def test_check_policy_file_names_the_file_and_the_bad_field(
 
 def test_check_policy_file_reports_a_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "absent.toml"
-    with pytest.raises(ConfigurationError, match="absent.toml: cannot read"):
+    with pytest.raises(ConfigurationError, match=r"absent\.toml: cannot read"):
         check_policy_file(path)
-    with pytest.raises(ConfigurationError, match="absent.toml"):
+    with pytest.raises(ConfigurationError, match=r"absent\.toml"):
         load_policy(path)
 
 

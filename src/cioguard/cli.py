@@ -157,9 +157,16 @@ def keys_new() -> None:
 
 
 def _register_subcommands() -> None:
-    from cioguard import cli_audit, cli_erasure, cli_ops, cli_policy, cli_webhooks
+    from cioguard import (
+        cli_audit,
+        cli_credentials,
+        cli_erasure,
+        cli_ops,
+        cli_policy,
+        cli_webhooks,
+    )
 
-    for module in (cli_audit, cli_erasure, cli_ops, cli_policy, cli_webhooks):
+    for module in (cli_audit, cli_credentials, cli_erasure, cli_ops, cli_policy, cli_webhooks):
         module.register(app)
 
 

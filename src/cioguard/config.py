@@ -44,6 +44,11 @@ _EXPECTED: dict[str, str] = {
     "CIOGUARD_POLICY": "the path of a readable TOML policy file",
     "CIOGUARD_LOG_FORMAT": "'auto', 'json' or 'text'",
     "CIOGUARD_RETENTION_DAYS": "a whole number of days >= 1",
+    "CIOGUARD_WEBHOOK_HANDLERS": "comma-separated importable module names",
+    "CIOGUARD_WEBHOOK_MAX_BODY_BYTES": "a whole number of bytes >= 1024",
+    "FLOWER_BASIC_AUTH": "user:password",
+    "CIOGUARD_BATCH_LINGER_S": "seconds between 0 and 5",
+    "CIOGUARD_BATCH_MAX_OPS": "a whole number between 1 and 1000",
 }
 
 
@@ -78,6 +83,13 @@ class Settings(BaseSettings):
     environment: str = Field("production", alias="CIOGUARD_ENVIRONMENT")
     log_format: Literal["auto", "json", "text"] = Field("auto", alias="CIOGUARD_LOG_FORMAT")
     retention_days: int = Field(730, ge=1, alias="CIOGUARD_RETENTION_DAYS")
+    webhook_handlers: str = Field("", alias="CIOGUARD_WEBHOOK_HANDLERS")
+    webhook_max_body_bytes: int = Field(
+        256 * 1024, ge=1024, alias="CIOGUARD_WEBHOOK_MAX_BODY_BYTES"
+    )
+    flower_basic_auth: SecretStr | None = Field(None, alias="FLOWER_BASIC_AUTH")
+    batch_linger_s: float = Field(0.2, ge=0, le=5, alias="CIOGUARD_BATCH_LINGER_S")
+    batch_max_ops: int = Field(100, ge=1, le=1000, alias="CIOGUARD_BATCH_MAX_OPS")
 
     @field_validator("ca_bundle", "policy_path")
     @classmethod

@@ -9,8 +9,9 @@ zip codes, timestamps and UUIDs pass untouched. Each detector returns :class:`Sp
 Detectors (the names a policy lists under ``detectors``):
 
 - ``card``: 13-19 digits, compact or in groups of 3 or more digits (a shorter last group
-  allowed) separated by single spaces or dashes, anywhere in the text, with a valid Luhn check digit and a plausible issuer prefix
-  and length. A longer digit run is not searched for a card inside it.
+  allowed) separated by single spaces or dashes, anywhere in the text, with a valid Luhn check
+  digit and a plausible issuer prefix and length. A longer digit run is not searched for a card
+  inside it.
 - ``ssn``: US Social Security numbers ``AAA-GG-SSSS`` or ``AAA GG SSSS`` in an issued range (as
   Microsoft Presidio: not area 000, 666 or 900-999, not group 00, not serial 0000, not all one
   digit), minus the well-known specimen numbers 078-05-1120 and 123-45-6789.

@@ -112,7 +112,7 @@ class Sanitizer:
         if not isinstance(attributes, Mapping):
             raise InvalidTypeError(f"attributes must be a mapping, not {type(attributes).__name__}")
         log: list[Decision] = []
-        self._mapping(attributes, "", False, True, 0, log)
+        self._mapping(attributes, "", False, True, 0, call)
         return log
 
     # -- the walk -------------------------------------------------------------------------------
@@ -134,10 +134,11 @@ class Sanitizer:
         hashing: bool,
         scan: bool,
         depth: int,
-        log: list[Decision] | None,
+        call: _Call,
     ) -> dict[str, Any]:
         if depth > MAX_DEPTH:
             raise InvalidInputError(f"{path or 'attributes'} is nested deeper than {MAX_DEPTH}")
+        log = call.log
         out: dict[str, Any] = {}
         for key, value in data.items():
             if type(key) is not str:
@@ -153,7 +154,7 @@ class Sanitizer:
             if match is None or (hashing and match.rule.action in ("keep", "hash")):
                 if log is not None and not hashing:
                     log.append(Decision(child, "keep", None, "no rule matches this key"))
-                out[key] = self._value(value, child, hashing, scan, depth, log)
+                out[key] = self._value(value, child, hashing, scan, depth, call)
                 continue
             rule = match.rule
             reason = f"{info.normalized!r} matches {match.kind} key {match.via!r}"
@@ -162,18 +163,18 @@ class Sanitizer:
             if rule.action == "keep":
                 if log is not None:
                     log.append(Decision(child, "keep", rule.name, reason))
-                out[key] = self._value(value, child, hashing, rule.scan, depth, log)
+                out[key] = self._value(value, child, hashing, rule.scan, depth, call)
             elif rule.descend and isinstance(value, Mapping | list | tuple):
                 if log is not None:
                     log.append(Decision(child, "keep", rule.name, reason + "; walked into"))
-                out[key] = self._descend(value, child, rule, hashing, scan, depth + 1, log)
+                out[key] = self._descend(value, child, rule, hashing, scan, depth + 1, call)
             else:
                 if log is not None:
                     log.append(Decision(child, rule.action, rule.name, reason))
                 if rule.action == "redact":
                     out[key] = REDACTED
                 elif rule.action == "hash":
-                    out[key] = self._value(value, child, True, scan, depth, log)
+                    out[key] = self._value(value, child, True, scan, depth, call)
         return out
 
     def _descend(
@@ -184,24 +185,25 @@ class Sanitizer:
         hashing: bool,
         scan: bool,
         depth: int,
-        log: list[Decision] | None,
+        call: _Call,
     ) -> Any:
+        log = call.log
         if isinstance(value, Mapping):
-            return self._mapping(value, path, hashing, scan, depth, log)
+            return self._mapping(value, path, hashing, scan, depth, call)
         if depth > MAX_DEPTH:
             raise InvalidInputError(f"{path} is nested deeper than {MAX_DEPTH}")
         out: list[Any] = []
         for index, item in enumerate(value):
             where = f"{path}[{index}]"
             if isinstance(item, Mapping | list | tuple):
-                out.append(self._descend(item, where, rule, hashing, scan, depth + 1, log))
+                out.append(self._descend(item, where, rule, hashing, scan, depth + 1, call))
                 continue
             if log is not None:
                 log.append(Decision(where, rule.action, rule.name, "list item under the key"))
             if rule.action == "redact":
                 out.append(REDACTED)
             elif rule.action == "hash":
-                out.append(self._value(item, where, True, scan, depth, log))
+                out.append(self._value(item, where, True, scan, depth, call))
         return out
 
     def _value(
@@ -211,12 +213,13 @@ class Sanitizer:
         hashing: bool,
         scan: bool,
         depth: int,
-        log: list[Decision] | None,
+        call: _Call,
     ) -> Any:
+        log = call.log
         kind = type(value)
         if kind is str:
             if hashing:
-                return value_hash(self._hash_key, value)
+                return call.hash_text(value)
             if scan and self._scan is not None:
                 spans = self._scan(value)
                 if spans:
@@ -227,10 +230,10 @@ class Sanitizer:
         if value is None:
             return None
         if kind is bool or kind is float:
-            return value_hash(self._hash_key, json.dumps(value)) if hashing else value
+            return call.hash_text(json.dumps(value)) if hashing else value
         if kind is int:
             if hashing:
-                return value_hash(self._hash_key, json.dumps(value))
+                return call.hash_text(json.dumps(value))
             if (
                 scan
                 and self._cards_in_ints
@@ -243,19 +246,19 @@ class Sanitizer:
                 return "[REDACTED:card]"
             return value
         if isinstance(value, Mapping):
-            return self._mapping(value, path, hashing, scan, depth + 1, log)
+            return self._mapping(value, path, hashing, scan, depth + 1, call)
         if isinstance(value, list | tuple):
             if depth > MAX_DEPTH:
                 raise InvalidInputError(f"{path} is nested deeper than {MAX_DEPTH}")
             return [
-                self._value(item, f"{path}[{index}]", hashing, scan, depth + 1, log)
+                self._value(item, f"{path}[{index}]", hashing, scan, depth + 1, call)
                 for index, item in enumerate(value)
             ]
         if isinstance(value, str):  # subclasses: str enums and the like
-            return self._value(str.__str__(value), path, hashing, scan, depth, log)
+            return self._value(str.__str__(value), path, hashing, scan, depth, call)
         if isinstance(value, int | float):
             plain = int(value) if isinstance(value, int) else float(value)
-            return self._value(plain, path, hashing, scan, depth, log)
+            return self._value(plain, path, hashing, scan, depth, call)
         raise InvalidTypeError(f"{path} holds a {kind.__name__}, which is not JSON data")
 
 
