@@ -520,6 +520,22 @@ def test_sanitizer_works_with_any_policy_object(sanitizer: Sanitizer) -> None:
     assert isinstance(sanitizer.policy, Policy)
 
 
+# -- second pass -----------------------------------------------------------------------------------
+
+
+def test_second_pass_with_rehash_false_changes_nothing(sanitizer: Sanitizer) -> None:
+    data = {**EXAMPLE, "phones": [14155552671, {"work": "+442079460958"}], "mobile": True}
+    once = sanitizer.apply(data)
+    assert sanitizer.apply(once, rehash=False) == once
+    assert sanitizer.apply(once)["phone"] == value_hash(KEY, once["phone"])  # default rehashes
+
+
+def test_rehash_false_still_hashes_raw_values(sanitizer: Sanitizer) -> None:
+    assert sanitizer.apply({"phone": "+14155552671"}, rehash=False) == {
+        "phone": value_hash(KEY, "+14155552671")
+    }
+
+
 # -- properties ----------------------------------------------------------------------------------
 
 WORDS = ["plan", "name", "city", "order", "count", "status", "color", "source", "level",
@@ -603,3 +619,26 @@ def test_property_no_valid_card_survives_in_any_string(
     digits = card.replace(" ", "").replace("-", "")
     assert card not in out
     assert digits not in out
+
+
+any_keys = st.one_of(
+    keys,
+    st.sampled_from(["password", "phone", "Phone", "address", "email", "cardNumber", "ssn",
+                     "note", "phones", "billingAddress", "street", "city"]),
+)  # fmt: skip
+any_text = st.one_of(digit_free_text, cards(), st.sampled_from(["219-09-9999", "+14155552671"]))
+any_data = st.recursive(
+    st.one_of(json_leaves, any_text),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(any_keys, children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(any_keys, any_data, max_size=6))
+def test_property_second_pass_is_a_no_op(data: dict[str, Any]) -> None:
+    sanitizer = Sanitizer(default_policy(), KEY)
+    once = sanitizer.apply(data, enforce_limits=False)
+    assert sanitizer.apply(once, enforce_limits=False, rehash=False) == once

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TypeVar
 
 from cioguard import deadletters, gdpr, metrics
 from cioguard.audit import AuditEntry
@@ -19,7 +20,7 @@ from cioguard.retrying import call_with_fast_retries
 from cioguard.runtime import Runtime
 
 log = logging.getLogger("cioguard.delivery")
-ERASABLE_KINDS = ("identify", "track")
+T = TypeVar("T")
 
 
 def deliver(rt: Runtime, job: Job, sealed: str, *, attempt: int) -> str:
@@ -27,13 +28,13 @@ def deliver(rt: Runtime, job: Job, sealed: str, *, attempt: int) -> str:
     if rt.audit.has_final(job.job_id):
         return "duplicate"
     if rt.tombstones.is_erased(job.person_hash):
-        return _final(rt, job, "dropped", attempt, detail="dropped: subject erased")
+        return finish(rt, job, "dropped", attempt, detail="dropped: subject erased")
     request = _request_for(rt, job)
     try:
         status = send(rt, request)
     except PermanentError as exc:
         return dead_letter(rt, job, sealed, exc, attempt)
-    return _final(rt, job, "delivered", attempt, status=status)
+    return finish(rt, job, "delivered", attempt, status=status)
 
 
 def erase(rt: Runtime, job: Job, sealed: str, *, attempt: int) -> str:
@@ -57,7 +58,7 @@ def erase(rt: Runtime, job: Job, sealed: str, *, attempt: int) -> str:
         rt.audit, job.request_id, "completed", job_id=job.job_id, attempts=attempts,
         http_status=status, final=True,
     )  # fmt: skip
-    _log(job, "completed", status)
+    report(job, "completed", status)
     return "completed"
 
 
@@ -65,12 +66,12 @@ def _request_for(rt: Runtime, job: Job) -> Callable[[], int]:
     client = rt.client
     if job.kind == "identify":
         attributes = rt.sanitizer.apply(job.attributes or {})
-        return lambda: _limited(rt, lambda: client.identify(job.person_id, attributes))
+        return lambda: limited(rt, lambda: client.identify(job.person_id, attributes))
     if job.kind == "track":
         assert job.name is not None
         data = rt.sanitizer.apply(job.data or {})
         name = job.name
-        return lambda: _limited(
+        return lambda: limited(
             rt,
             lambda: client.track(
                 job.person_id, name, data, event_id=job.event_id, timestamp=job.timestamp
@@ -85,15 +86,15 @@ def _erase_request(rt: Runtime, job: Job, mode: str) -> Callable[[], int]:
     def run() -> int:
         status = 0
         if mode in ("suppress", "suppress_and_delete"):
-            status = _limited(rt, lambda: client.suppress(person_id))
+            status = limited(rt, lambda: client.suppress(person_id))
         if mode in ("delete", "suppress_and_delete"):
-            status = _limited(rt, lambda: client.delete(person_id))
+            status = limited(rt, lambda: client.delete(person_id))
         return status
 
     return run
 
 
-def _limited(rt: Runtime, call: Callable[[], int]) -> int:
+def limited(rt: Runtime, call: Callable[[], T]) -> T:
     """Take a token from the fleet-wide bucket, then call; a 429 pauses the whole fleet."""
     metrics.limiter_waited(rt.limiter.acquire())
     try:
@@ -104,7 +105,7 @@ def _limited(rt: Runtime, call: Callable[[], int]) -> int:
         raise
 
 
-def send(rt: Runtime, request: Callable[[], int]) -> int:
+def send(rt: Runtime, request: Callable[[], T]) -> T:
     """Run a (rate-limited) request with fast retries; on a 401 re-read credentials once."""
     try:
         return call_with_fast_retries(request)
@@ -127,11 +128,11 @@ def dead_letter(rt: Runtime, job: Job, sealed: str, exc: BaseException, attempt:
         error_class=type(exc).__name__, http_status=status, attempts=attempt,
         policy_version=rt.policy_version,
     )  # fmt: skip
-    _log(job, "dead_lettered", status)
+    report(job, "dead_lettered", status)
     return "dead_lettered"
 
 
-def _final(
+def finish(
     rt: Runtime,
     job: Job,
     outcome: str,
@@ -147,11 +148,12 @@ def _final(
             detail=detail,
         )
     )  # fmt: skip
-    _log(job, outcome if recorded else "duplicate", status)
+    report(job, outcome if recorded else "duplicate", status)
     return outcome if recorded else "duplicate"
 
 
-def _log(job: Job, outcome: str, status: int | None) -> None:
+def report(job: Job, outcome: str, status: int | None) -> None:
+    """Count and log a job's outcome (fixed fields only)."""
     metrics.job_finished(job.kind, outcome)
     log.info(
         "job %s",

@@ -42,6 +42,16 @@ same match kind.
 key is walked (its own keys matched) instead of treated as a whole; scalars, including those in
 lists, still get the action.
 
+Allowlist mode ("minimum necessary data"): only top-level keys whose normalized form is in
+``allow`` pass; rules still apply to them and to everything inside them. A policy whose ``allow``
+names a key that a ``drop`` rule would always remove is refused as contradictory.
+
+Loading: :func:`load_policy` (the ``CIOGUARD_POLICY`` path, or the shipped default for None),
+:func:`check_policy_file`, :func:`policy_from_toml` and :func:`parse_policy` all raise
+:class:`~cioguard.errors.ConfigurationError` naming the source and every bad field or rule
+(``rules[2] (cards).action: ... (got 'dorp')``). Policy files hold no personal data, so the
+offending setting is quoted.
+
 Note:
     Token matching over-matches on purpose: ``password`` also drops ``password_updated_at``.
     Losing a harmless timestamp is cheaper than leaking a credential; use ``exact`` for words
@@ -235,8 +245,9 @@ class Policy(BaseModel):
     def version(self) -> str:
         """``<name>@<first 12 hex digits of the SHA-256 of the canonical policy JSON>``.
 
-        Equal rules give equal versions whatever the file's spelling, order of tables aside:
-        keys are normalized before hashing, and the description does not count.
+        The same rules in the same order give the same version whatever the spelling of their
+        keys (keys are hashed normalized); the description does not count, rule order does
+        (the first matching token rule wins).
         """
         return self._version
 

@@ -25,10 +25,15 @@ subtree a nested ``drop`` or ``redact`` rule still applies: rules can only make 
 detector hit) with its path, action, rule and reason. Neither decisions nor errors ever contain
 a value: values may be personal data; key names and paths are not treated as such.
 
+Input must be JSON data (str, int, float, bool, None, mappings with str keys, lists/tuples);
+anything else raises :class:`InvalidTypeError` naming the path and type, and nesting deeper
+than ``MAX_DEPTH`` raises :class:`InvalidInputError`: a sanitizer that cannot see inside a
+value must not let it through.
+
 Note:
-    Sanitizing is not idempotent for ``hash`` rules: a second pass hashes the hash. Run it once
-    per value path (or make sure every path runs it the same number of times), or hashes stop
-    matching ``value_hash(key, raw)``.
+    By default ``apply`` is not idempotent for ``hash`` rules: a second pass hashes the hash.
+    A second pass over already-sanitized data (the worker re-checking what the application
+    enqueued) should use ``apply(..., rehash=False)``.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -54,6 +59,7 @@ MAX_VALUE_BYTES: Final = 1000
 MAX_DEPTH: Final = 32
 
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
+_HASH_SHAPE = re.compile(r"[0-9a-f]{64}")
 _KEY_CACHE_SIZE = 4096
 
 
@@ -65,6 +71,14 @@ class Decision:
     action: DecisionAction
     rule: str | None
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """Per-call state of one walk: the decision log (explain only) and the string hasher."""
+
+    log: list[Decision] | None
+    hash_text: Callable[[str], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,16 +107,30 @@ class Sanitizer:
         self._keys: dict[str, _Key] = {}
 
     def apply(
-        self, attributes: Mapping[str, Any], *, enforce_limits: bool = True
+        self,
+        attributes: Mapping[str, Any],
+        *,
+        enforce_limits: bool = True,
+        rehash: bool = True,
     ) -> dict[str, Any]:
         """The sanitized copy of ``attributes``; checks Customer.io's attribute limits on it.
 
         ``enforce_limits=False`` skips the person-attribute limits, for event data, which has
         its own (100,000 bytes in total, checked by :mod:`cioguard.validate`).
+
+        ``rehash=False`` is for a second pass over data this sanitizer already produced (the
+        worker re-checking what the application enqueued): under a ``hash`` rule, a string
+        shaped like a :func:`value_hash` output (64 lowercase hex digits) is left as it is
+        instead of hashed again, which makes ``apply`` idempotent.
+
+        Note:
+            ``rehash=False`` trusts the shape: an unkeyed SHA-256 of a phone number sent under
+            ``phone`` would pass as it is. Use it only on data that went through ``apply`` once.
         """
         if not isinstance(attributes, Mapping):
             raise InvalidTypeError(f"attributes must be a mapping, not {type(attributes).__name__}")
-        clean = self._mapping(attributes, "", False, True, 0, None)
+        call = _Call(None, self._hash if rehash else self._hash_once)
+        clean = self._mapping(attributes, "", False, True, 0, call)
         if enforce_limits:
             check_limits(clean)
         return clean
@@ -112,8 +140,14 @@ class Sanitizer:
         if not isinstance(attributes, Mapping):
             raise InvalidTypeError(f"attributes must be a mapping, not {type(attributes).__name__}")
         log: list[Decision] = []
-        self._mapping(attributes, "", False, True, 0, call)
+        self._mapping(attributes, "", False, True, 0, _Call(log, self._hash))
         return log
+
+    def _hash(self, text: str) -> str:
+        return value_hash(self._hash_key, text)
+
+    def _hash_once(self, text: str) -> str:
+        return text if _HASH_SHAPE.fullmatch(text) else value_hash(self._hash_key, text)
 
     # -- the walk -------------------------------------------------------------------------------
 

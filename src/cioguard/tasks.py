@@ -1,4 +1,15 @@
-"""Thin Celery tasks: open the sealed job, run its steps (delivery.py), decide retries.
+"""Thin Celery tasks: open the sealed job, run its steps, decide retries.
+
+Two wirings of the same task names, chosen by ``CIOGUARD_BATCH`` at worker start:
+
+* unbatched: one message -> one job -> one request (:mod:`cioguard.delivery`);
+* batched: ``celery-batches`` buffers messages in the consumer and hands a list to the pool
+  (:mod:`cioguard.delivery_batch`), flushed at ``CIOGUARD_BATCH_MAX_OPS`` messages or after
+  ``CIOGUARD_BATCH_LINGER_S``, whichever comes first. Chosen over a hand-written flush task
+  because it keeps Celery's own message handling: messages are acknowledged only after the
+  batch function returns (late acks), and an unacknowledged buffer is redelivered by Redis if
+  the worker dies. Items that must run again are re-published with a countdown *before* that
+  acknowledgement, each under its own job id, so one person's failure never holds the others.
 
 Arguments are ciphertext only; ``argsrepr`` is a short redacted form on the first send (api.py)
 and on every retry (Celery's ``retry()`` drops it otherwise, celery#6086). Return values are
@@ -8,12 +19,16 @@ outcome words. Exception text never carries PII by construction (errors.py).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from celery import Task, shared_task
+from celery import Celery, Task
+from celery_batches import Batches, SimpleRequest
 
 from cioguard import delivery, metrics
 from cioguard.celeryconf import DELIVER_TASK, ERASE_TASK
+from cioguard.config import Settings
+from cioguard.delivery_batch import BatchItem, ItemResult, run_batch
 from cioguard.envelope import EnvelopeError
 from cioguard.errors import AuditUnavailableError, RetryableError
 from cioguard.jobs import SEALED_REPR, Job
@@ -21,63 +36,145 @@ from cioguard.retrying import countdown, exhausted
 from cioguard.runtime import Runtime, get_runtime
 
 log = logging.getLogger("cioguard.tasks")
+Step = Callable[[Runtime, Job, str], str]
 
 
-@shared_task(bind=True, name=DELIVER_TASK, max_retries=None)
-def deliver(self: Task, sealed: str) -> str:
-    return _run(self, sealed, delivery.deliver)
+def register(app: Celery, settings: Settings) -> None:
+    """Register ``cioguard.deliver`` and ``cioguard.erase`` on ``app``, batched or not."""
+    if settings.batch:
+        options = {
+            "base": Batches,
+            "flush_every": settings.batch_max_ops,
+            "flush_interval": settings.batch_linger_s,
+            "acks_late": True,
+        }
+        app.task(name=DELIVER_TASK, **options)(deliver_batch)
+        app.task(name=ERASE_TASK, **options)(erase_batch)
+        app.conf.worker_prefetch_multiplier = settings.batch_max_ops
+    else:
+        app.task(bind=True, name=DELIVER_TASK, max_retries=None)(deliver)
+        app.task(bind=True, name=ERASE_TASK, max_retries=None)(erase)
 
 
-@shared_task(bind=True, name=ERASE_TASK, max_retries=None)
-def erase(self: Task, sealed: str) -> str:
-    return _run(self, sealed, delivery.erase)
+# -- unbatched -----------------------------------------------------------------------------
 
 
-def _run(task: Task, sealed: str, step: Any) -> str:
+def deliver(task: Task, sealed: str) -> str:
+    return _run(task, sealed, lambda rt, job, s, a: delivery.deliver(rt, job, s, attempt=a))
+
+
+def erase(task: Task, sealed: str) -> str:
+    return _run(task, sealed, lambda rt, job, s, a: delivery.erase(rt, job, s, attempt=a))
+
+
+def _run(task: Task, sealed: str, step: Callable[[Runtime, Job, str, int], str]) -> str:
     rt = get_runtime()
     attempt = int(task.request.retries) + 1
     try:
         job = Job.from_payload(rt.envelope.open(sealed))
     except (EnvelopeError, ValueError, TypeError) as exc:
-        return _unreadable(rt, task, sealed, exc)
+        return _unreadable(rt, str(task.request.id), sealed, exc, attempt)
     try:
-        return str(step(rt, job, sealed, attempt=attempt))
-    except AuditUnavailableError as exc:
-        _retry(task, rt, exc, attempt, retry_after_s=5.0)
-    except RetryableError as exc:
-        if exhausted(attempt, job.created_at, max_attempts=rt.settings.max_attempts,
-                     max_age_s=rt.settings.max_age_s):  # fmt: skip
+        return str(step(rt, job, sealed, attempt))
+    except (RetryableError, AuditUnavailableError) as exc:
+        if _give_up(rt, job, attempt, exc):
             return delivery.dead_letter(rt, job, sealed, exc, attempt)
-        _retry(task, rt, exc, attempt, retry_after_s=exc.retry_after_s)
+        _retry(task, rt, job, exc, attempt)
     except Exception as exc:  # a bug must not lose the job: keep it, replayable
-        log.exception("unexpected error in %s", job.kind, extra={"job_id": job.job_id})
+        log.exception("unexpected error", extra={"job_id": job.job_id, "kind": job.kind})
         return delivery.dead_letter(rt, job, sealed, exc, attempt)
 
 
-def _retry(
-    task: Task, rt: Runtime, exc: Exception, attempt: int, *, retry_after_s: float | None
-) -> NoReturn:
-    delay = countdown(attempt, retry_after_s, cap_s=rt.settings.countdown_cap_s)
-    metrics.job_retried(str(task.name).rsplit(".", 1)[-1])
+def _give_up(rt: Runtime, job: Job, attempt: int, exc: Exception) -> bool:
+    """Retry caps apply to delivery failures; an unavailable audit store is always waited for."""
+    if isinstance(exc, AuditUnavailableError):
+        return False
+    s = rt.settings
+    return exhausted(attempt, job.created_at, max_attempts=s.max_attempts, max_age_s=s.max_age_s)
+
+
+def _delay(rt: Runtime, job: Job, exc: Exception, attempt: int) -> float:
+    retry_after = getattr(exc, "retry_after_s", None)
+    if isinstance(exc, AuditUnavailableError):
+        retry_after = 5.0
+    delay = countdown(attempt, retry_after, cap_s=rt.settings.countdown_cap_s)
+    metrics.job_retried(job.kind)
     log.info(
         "job retrying",
         extra={
-            "job_id": task.request.id,
-            "error_class": type(exc).__name__,
+            "job_id": job.job_id, "kind": job.kind, "error_class": type(exc).__name__,
             "error": str(exc),  # our errors' text is PII-free by construction (errors.py)
             "countdown_s": round(delay, 3),
         },
-    )
+    )  # fmt: skip
+    return delay
+
+
+def _retry(task: Task, rt: Runtime, job: Job, exc: Exception, attempt: int) -> NoReturn:
+    delay = _delay(rt, job, exc, attempt)
     raise task.retry(countdown=delay, argsrepr=SEALED_REPR, kwargsrepr="{}", exc=None, throw=True)
 
 
-def _unreadable(rt: Runtime, task: Task, sealed: str, exc: Exception) -> str:
+def _unreadable(rt: Runtime, job_id: str, sealed: str, exc: Exception, attempt: int) -> str:
     """A payload no configured key opens: keep it as a dead letter until the key is restored."""
     from cioguard import deadletters
 
     deadletters.record(
-        rt.audit, job_id=str(task.request.id), kind="unknown", person_hash="unknown",
-        sealed=sealed, error_class=type(exc).__name__, http_status=None,
-        attempts=int(task.request.retries) + 1,
+        rt.audit, job_id=job_id, kind="unknown", person_hash="unknown", sealed=sealed,
+        error_class=type(exc).__name__, http_status=None, attempts=attempt,
     )  # fmt: skip
     return "dead_lettered"
+
+
+# -- batched -------------------------------------------------------------------------------
+
+
+def deliver_batch(requests: Sequence[SimpleRequest]) -> list[str]:
+    return _run_batch(requests, DELIVER_TASK)
+
+
+def erase_batch(requests: Sequence[SimpleRequest]) -> list[str]:
+    return _run_batch(requests, ERASE_TASK)
+
+
+def _run_batch(requests: Sequence[SimpleRequest], task_name: str) -> list[str]:
+    """Run one buffer. Must not raise: celery-batches acknowledges the buffer when this returns."""
+    rt = get_runtime()
+    items: list[BatchItem] = []
+    outcomes: list[str] = []
+    for req in requests:
+        sealed, attempt = req.args[0], int(req.request_dict.get("retries") or 0) + 1
+        try:
+            job = Job.from_payload(rt.envelope.open(sealed))
+        except (EnvelopeError, ValueError, TypeError) as exc:
+            outcomes.append(_unreadable(rt, str(req.id), sealed, exc, attempt))
+            continue
+        items.append(BatchItem(job=job, sealed=sealed, attempt=attempt))
+    try:
+        results = run_batch(rt, items)
+    except Exception as exc:  # a bug must not lose the buffer: send every item back
+        log.exception("unexpected error in batch")
+        results = [ItemResult(item, retry=exc) for item in items]
+    for result in results:
+        outcomes.append(result.outcome or _requeue(rt, result, task_name))
+    return outcomes
+
+
+def _requeue(rt: Runtime, result: ItemResult, task_name: str) -> str:
+    item, exc = result.item, result.retry
+    assert exc is not None
+    if not isinstance(exc, RetryableError | AuditUnavailableError) or _give_up(
+        rt, item.job, item.attempt, exc
+    ):
+        return delivery.dead_letter(rt, item.job, item.sealed, exc, item.attempt)
+    from cioguard.worker import app
+
+    app.send_task(
+        task_name, args=[item.sealed], task_id=item.job.job_id, retries=item.attempt,
+        countdown=_delay(rt, item.job, exc, item.attempt), argsrepr=SEALED_REPR,
+        kwargsrepr="{}",
+    )  # fmt: skip
+    return "retrying"
+
+
+__all__: list[Any] = ["deliver", "deliver_batch", "erase", "erase_batch", "register"]

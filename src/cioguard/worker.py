@@ -33,7 +33,9 @@ def _checked_settings() -> Settings:
 settings = _checked_settings()
 app = build_celery(settings)
 
-import cioguard.tasks  # noqa: E402,F401  (registers the tasks with this app)
+from cioguard import tasks  # noqa: E402
+
+tasks.register(app, settings)
 
 
 @signals.celeryd_init.connect

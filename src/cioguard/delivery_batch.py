@@ -1,0 +1,220 @@
+"""Track v2 batching: many people's operations in one request, each still its own job.
+
+At a fixed request rate, the only way to move more people per second is more operations per
+request: ``POST /api/v2/batch`` takes up to 500 KB of operations (32 KB each) and answers 207
+with the indexes of the operations it refused, having accepted all the others.
+
+Each item keeps its own fate: a refused operation is dead-lettered against its own person; a
+retryable failure of the whole request (429, 5xx, timeout) sends every item of that request back
+to the queue with a countdown; a 400 for the whole request (which should not happen, since every
+operation was checked) falls back to one v1 request per item so one bad person never fails the
+others. Every item ends with exactly one final audit row, or is re-enqueued.
+
+Celery wiring lives in tasks.py (celery-batches); this module knows nothing of Celery.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cioguard import delivery, gdpr
+from cioguard.errors import AuditUnavailableError, PermanentError, RetryableError
+from cioguard.jobs import Job
+from cioguard.runtime import Runtime
+
+log = logging.getLogger("cioguard.delivery")
+MAX_REQUEST_BYTES = 500_000
+MAX_OP_BYTES = 32_000
+_ENVELOPE_BYTES = len(b'{"batch":[]}')
+
+
+class OperationTooLargeError(PermanentError):
+    """One operation is over Customer.io's 32 KB per-operation limit."""
+
+
+class OperationRejectedError(PermanentError):
+    """Customer.io refused this operation in a 207 (its reason is a fixed code)."""
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One queued job inside a batch: its sealed form (for retry/dead letter) and its attempt."""
+
+    job: Job
+    sealed: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """``outcome`` when the job is finished; otherwise ``retry`` holds why it must run again."""
+
+    item: BatchItem
+    outcome: str | None = None
+    retry: Exception | None = None
+
+
+def run_batch(rt: Runtime, items: Sequence[BatchItem]) -> list[ItemResult]:
+    """Deliver a buffer of identify/track/delete jobs; never raises for one item's sake."""
+    results: list[ItemResult] = []
+    live: list[tuple[BatchItem, list[dict[str, Any]]]] = []
+    for item in items:
+        try:
+            settled = _precheck(rt, item)
+            if settled is not None:
+                results.append(ItemResult(item, outcome=settled))
+                continue
+            live.append((item, _operations(rt, item)))
+        except (RetryableError, AuditUnavailableError) as exc:
+            results.append(ItemResult(item, retry=exc))
+        except PermanentError as exc:
+            results.append(_dead(rt, item, exc))
+    for chunk in chunked(live, MAX_REQUEST_BYTES - _ENVELOPE_BYTES):
+        results.extend(_send_chunk(rt, chunk))
+    return results
+
+
+def _precheck(rt: Runtime, item: BatchItem) -> str | None:
+    """Settle what needs no request: already final, or erased subject."""
+    job = item.job
+    if rt.audit.has_final(job.job_id):
+        return "duplicate"
+    if job.kind == "delete":
+        assert job.request_id is not None
+        current = gdpr.get_status(rt.audit, job.request_id)
+        if current is None or current.state == "completed":
+            return "duplicate"
+        rt.tombstones.add(job.person_hash)
+        gdpr.transition(
+            rt.audit, job.request_id, "in_progress", job_id=job.job_id,
+            attempts=current.attempts + 1,
+        )  # fmt: skip
+        return None
+    if rt.tombstones.is_erased(job.person_hash):
+        return delivery.finish(rt, job, "dropped", item.attempt, detail="dropped: subject erased")
+    return None
+
+
+def _operations(rt: Runtime, item: BatchItem) -> list[dict[str, Any]]:
+    job = item.job
+    who = {"type": "person", "identifiers": {"id": job.person_id}}
+    if job.kind == "identify":
+        ops = [
+            {**who, "action": "identify", "attributes": rt.sanitizer.apply(job.attributes or {})}
+        ]
+    elif job.kind == "track":
+        op: dict[str, Any] = {
+            **who, "action": "event", "name": job.name, "id": job.event_id,
+            "attributes": rt.sanitizer.apply(job.data or {}),
+        }  # fmt: skip
+        if job.timestamp is not None:
+            op["timestamp"] = job.timestamp
+        ops = [op]
+    else:
+        mode = rt.settings.deletion_mode
+        actions = {"suppress": ["suppress"], "delete": ["delete"]}.get(mode, ["suppress", "delete"])
+        ops = [{**who, "action": action} for action in actions]
+    for op in ops:
+        if _size(op) > MAX_OP_BYTES:
+            raise OperationTooLargeError(f"{job.kind} operation is over {MAX_OP_BYTES} bytes")
+    return ops
+
+
+def _size(op: dict[str, Any]) -> int:
+    return len(json.dumps(op, separators=(",", ":"), ensure_ascii=False).encode()) + 1
+
+
+def chunked(
+    live: Sequence[tuple[BatchItem, list[dict[str, Any]]]], max_bytes: int
+) -> Iterator[list[tuple[BatchItem, list[dict[str, Any]]]]]:
+    """Group items so each request's operations stay under ``max_bytes``."""
+    chunk: list[tuple[BatchItem, list[dict[str, Any]]]] = []
+    used = 0
+    for entry in live:
+        size = sum(_size(op) for op in entry[1])
+        if chunk and used + size > max_bytes:
+            yield chunk
+            chunk, used = [], 0
+        chunk.append(entry)
+        used += size
+    if chunk:
+        yield chunk
+
+
+def _send_chunk(
+    rt: Runtime, chunk: list[tuple[BatchItem, list[dict[str, Any]]]]
+) -> list[ItemResult]:
+    ops = [op for _, item_ops in chunk for op in item_ops]
+    owner = [item for item, item_ops in chunk for _ in item_ops]
+    try:
+        answer = delivery.send(rt, lambda: delivery.limited(rt, lambda: rt.client.batch(ops)))
+    except RetryableError as exc:
+        return [ItemResult(item, retry=exc) for item, _ in chunk]
+    except PermanentError:
+        log.warning("batch refused as a whole; falling back to one request per item")
+        return [_one_by_one(rt, item) for item, _ in chunk]
+    refused = {id(owner[i]): reason for i, reason in answer.failed.items() if 0 <= i < len(owner)}
+    results = []
+    for item, _ in chunk:
+        reason = refused.get(id(item))
+        if reason is None:
+            results.append(_settle(rt, item, _completer(rt, item, answer.status)))
+            continue
+        rejected = OperationRejectedError(
+            f"Customer.io refused the {item.job.kind} operation ({_code(reason)})", status=207
+        )
+        results.append(_dead(rt, item, rejected))
+    return results
+
+
+def _completer(rt: Runtime, item: BatchItem, status: int) -> Callable[[], str]:
+    return lambda: _complete(rt, item, status)
+
+
+def _code(reason: str) -> str:
+    """Keep only a short token of Customer.io's reason (it is a code, never echo free text)."""
+    token = "".join(ch for ch in reason[:40] if ch.isalnum() or ch in "_-")
+    return token or "invalid"
+
+
+def _complete(rt: Runtime, item: BatchItem, status: int) -> str:
+    job = item.job
+    if job.kind == "delete":
+        assert job.request_id is not None
+        gdpr.transition(
+            rt.audit, job.request_id, "completed", job_id=job.job_id, attempts=item.attempt,
+            http_status=status, final=True,
+        )  # fmt: skip
+        delivery.report(job, "completed", status)
+        return "completed"
+    return delivery.finish(rt, job, "delivered", item.attempt, status=status)
+
+
+def _one_by_one(rt: Runtime, item: BatchItem) -> ItemResult:
+    step = delivery.erase if item.job.kind == "delete" else delivery.deliver
+    return _settle(rt, item, lambda: step(rt, item.job, item.sealed, attempt=item.attempt))
+
+
+def _dead(rt: Runtime, item: BatchItem, exc: PermanentError) -> ItemResult:
+    def record() -> str:
+        job = item.job
+        if job.kind == "delete" and job.request_id:
+            gdpr.transition(
+                rt.audit, job.request_id, "failed", job_id=job.job_id, attempts=item.attempt,
+                error_class=type(exc).__name__, http_status=exc.status,
+            )  # fmt: skip
+        return delivery.dead_letter(rt, job, item.sealed, exc, item.attempt)
+
+    return _settle(rt, item, record)
+
+
+def _settle(rt: Runtime, item: BatchItem, step: Callable[[], str]) -> ItemResult:
+    """Run a recording step; a store or transient failure sends the item back to the queue."""
+    try:
+        return ItemResult(item, outcome=step())
+    except (RetryableError, AuditUnavailableError) as exc:
+        return ItemResult(item, retry=exc)
