@@ -64,7 +64,7 @@ class Producer:
     ) -> str:
         pid = validate.person_id(person_id)
         event = validate.event_name(name)
-        clean = self.sanitizer.apply(validate.event_data(data))
+        clean = self.sanitizer.apply(validate.event_data(data), enforce_limits=False)
         when = validate.timestamp(timestamp)
         job = self._job("track", pid, name=event, data=clean, timestamp=when)
         return self._enqueue(job, DELIVER_TASK)

@@ -65,11 +65,11 @@ def erase(rt: Runtime, job: Job, sealed: str, *, attempt: int) -> str:
 def _request_for(rt: Runtime, job: Job) -> Callable[[], int]:
     client = rt.client
     if job.kind == "identify":
-        attributes = rt.sanitizer.apply(job.attributes or {})
+        attributes = rt.sanitizer.apply(job.attributes or {}, rehash=False)
         return lambda: limited(rt, lambda: client.identify(job.person_id, attributes))
     if job.kind == "track":
         assert job.name is not None
-        data = rt.sanitizer.apply(job.data or {})
+        data = rt.sanitizer.apply(job.data or {}, rehash=False, enforce_limits=False)
         name = job.name
         return lambda: limited(
             rt,

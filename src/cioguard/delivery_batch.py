@@ -71,7 +71,9 @@ def run_batch(rt: Runtime, items: Sequence[BatchItem]) -> list[ItemResult]:
             live.append((item, _operations(rt, item)))
         except (RetryableError, AuditUnavailableError) as exc:
             results.append(ItemResult(item, retry=exc))
-        except PermanentError as exc:
+        except (
+            Exception
+        ) as exc:  # permanent, or a job this worker cannot build: its own dead letter
             results.append(_dead(rt, item, exc))
     for chunk in chunked(live, MAX_REQUEST_BYTES - _ENVELOPE_BYTES):
         results.extend(_send_chunk(rt, chunk))
@@ -104,12 +106,16 @@ def _operations(rt: Runtime, item: BatchItem) -> list[dict[str, Any]]:
     who = {"type": "person", "identifiers": {"id": job.person_id}}
     if job.kind == "identify":
         ops = [
-            {**who, "action": "identify", "attributes": rt.sanitizer.apply(job.attributes or {})}
+            {
+                **who,
+                "action": "identify",
+                "attributes": rt.sanitizer.apply(job.attributes or {}, rehash=False),
+            }
         ]
     elif job.kind == "track":
         op: dict[str, Any] = {
             **who, "action": "event", "name": job.name, "id": job.event_id,
-            "attributes": rt.sanitizer.apply(job.data or {}),
+            "attributes": rt.sanitizer.apply(job.data or {}, rehash=False, enforce_limits=False),
         }  # fmt: skip
         if job.timestamp is not None:
             op["timestamp"] = job.timestamp
@@ -199,13 +205,13 @@ def _one_by_one(rt: Runtime, item: BatchItem) -> ItemResult:
     return _settle(rt, item, lambda: step(rt, item.job, item.sealed, attempt=item.attempt))
 
 
-def _dead(rt: Runtime, item: BatchItem, exc: PermanentError) -> ItemResult:
+def _dead(rt: Runtime, item: BatchItem, exc: Exception) -> ItemResult:
     def record() -> str:
         job = item.job
         if job.kind == "delete" and job.request_id:
             gdpr.transition(
                 rt.audit, job.request_id, "failed", job_id=job.job_id, attempts=item.attempt,
-                error_class=type(exc).__name__, http_status=exc.status,
+                error_class=type(exc).__name__, http_status=getattr(exc, "status", None),
             )  # fmt: skip
         return delivery.dead_letter(rt, job, item.sealed, exc, item.attempt)
 

@@ -1,0 +1,167 @@
+"""How a verified webhook event becomes a sealed job on the queue, and the app built from settings.
+
+The webhook app (:mod:`cioguard.webhook_app`) only verifies, deduplicates and calls ``enqueue``.
+This module supplies the production ``enqueue``: seal the whole event with the payload
+:class:`~cioguard.envelope.Envelope` (it carries e-mails under ``data.identifiers`` and
+``recipient``), then ``send_task("cioguard.webhook")`` with the redacted ``argsrepr``, exactly as
+the rest of the data path does. It also defines the sealed payload's format, which the worker
+task (:mod:`cioguard.webhook_tasks`) opens.
+
+The job id (the Celery task id) is derived from the event's ``event_id``: a second enqueue of the
+same event (Customer.io delivers at least once, and the app's dedupe claim can lapse) lands on the
+same job id, whose final audit row makes the re-run a no-op.
+
+Note: the intake needs only ``CUSTOMERIO_WEBHOOK_SECRET``, ``CIOGUARD_PAYLOAD_KEY`` and the
+broker; it never sees ``CIOGUARD_HASH_KEY`` or Customer.io credentials. Person hashes are
+computed in the worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery
+from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from cioguard import deadletters
+from cioguard.celeryconf import WEBHOOK_TASK, build_celery
+from cioguard.config import Settings, get_settings
+from cioguard.envelope import Envelope
+from cioguard.jobs import SEALED_REPR, new_job_id
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from cioguard.api import Producer
+
+PAYLOAD_VERSION = 1
+PAYLOAD_KIND = "webhook"
+JOB_ID_PREFIX = "webhook-"
+
+INTAKE_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+}
+"""One quick retry: a publish must end well inside Customer.io's 4-s timeout (a 503 is retried)."""
+
+
+@dataclass(frozen=True)
+class SealedEvent:
+    """What the worker gets back from a sealed webhook payload."""
+
+    event: dict[str, Any]
+    received_at: float
+
+
+def webhook_job_id(event_id: str) -> str:
+    """The job (Celery task) id of an event: the same ``event_id`` always gives the same id.
+
+    Hashed, so any ``event_id`` (length, characters) makes a short id that fits the audit columns.
+    """
+    digest = hashlib.sha256(event_id.encode("utf-8", errors="surrogatepass")).hexdigest()
+    return JOB_ID_PREFIX + digest[:40]
+
+
+def seal_event(envelope: Envelope, event: dict[str, Any], *, now: float | None = None) -> str:
+    """Seal the whole event (PII included) with the time the intake received it."""
+    received_at = time.time() if now is None else now
+    payload = {"v": PAYLOAD_VERSION, "kind": PAYLOAD_KIND, "received_at": received_at}
+    return envelope.seal({**payload, "event": event})
+
+
+def open_event(envelope: Envelope, sealed: str) -> SealedEvent:
+    """Open a payload made by :func:`seal_event`.
+
+    Raises :class:`~cioguard.envelope.EnvelopeError` when no key opens it and ``ValueError``
+    (fixed text, no payload) when it is not a webhook payload.
+    """
+    payload = envelope.open(sealed)
+    if payload.get("v") != PAYLOAD_VERSION or payload.get("kind") != PAYLOAD_KIND:
+        raise ValueError("payload is not a webhook payload this worker understands")
+    event, received_at = payload.get("event"), payload.get("received_at")
+    if not isinstance(event, dict) or not isinstance(received_at, int | float):
+        raise ValueError("webhook payload is incomplete")
+    if not isinstance(event.get("event_id"), str) or not isinstance(event.get("metric"), str):
+        raise ValueError("webhook event has no string event_id or metric")
+    return SealedEvent(event=event, received_at=float(received_at))
+
+
+class EventSender:
+    """The production ``enqueue`` of the webhook app: seal, then publish the task.
+
+    Publish errors propagate; the app answers 503 and Customer.io retries, so nothing is lost.
+    """
+
+    def __init__(self, envelope: Envelope, celery: Celery) -> None:
+        self._envelope = envelope
+        self._celery = celery
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self._celery.send_task(
+            WEBHOOK_TASK, args=[seal_event(self._envelope, event)],
+            task_id=webhook_job_id(event["event_id"]), argsrepr=SEALED_REPR, kwargsrepr="{}",
+            retry=True, retry_policy=INTAKE_PUBLISH_RETRY_POLICY,
+        )  # fmt: skip
+
+
+def intake_redis(url: str) -> Redis:
+    """The dedupe store client: 1-s timeouts and no retry loop, so an outage is a quick 503."""
+    return Redis.from_url(
+        url, socket_connect_timeout=1, socket_timeout=1, retry=Retry(NoBackoff(), 0)
+    )
+
+
+def intake_celery(settings: Settings) -> Celery:
+    """A publishing-only Celery app with shorter broker timeouts than the worker's."""
+    app = build_celery(settings, "cioguard-webhooks")
+    transport = dict(app.conf.broker_transport_options)
+    transport.update(socket_connect_timeout=1, socket_timeout=2)
+    app.conf.broker_transport_options = transport
+    app.conf.broker_connection_timeout = 1
+    return app
+
+
+def app_from_settings(
+    settings: Settings | None = None,
+    *,
+    celery: Celery | None = None,
+    redis: Redis | None = None,
+) -> Starlette:
+    """The webhook app configured from the environment, ready to serve or to mount.
+
+    Reads ``CUSTOMERIO_WEBHOOK_SECRET`` (comma-separated during a rotation),
+    ``CIOGUARD_PAYLOAD_KEY``, ``CIOGUARD_WEBHOOK_MAX_BODY_BYTES`` and ``CIOGUARD_BROKER_URL``;
+    raises :class:`~cioguard.errors.ConfigurationError` naming the variable when one is missing.
+    Pass ``celery`` or ``redis`` to reuse clients the application already has.
+    """
+    from cioguard.webhook_app import create_app
+
+    settings = settings or get_settings()
+    secrets = settings.webhook_secrets()
+    envelope = Envelope(settings.payload_keys())
+    return create_app(
+        secrets=secrets,
+        redis=redis or intake_redis(settings.broker_url),
+        enqueue=EventSender(envelope, celery or intake_celery(settings)),
+        max_body_bytes=settings.webhook_max_body_bytes,
+    )
+
+
+def replay_dead_letter(producer: Producer, letter: deadletters.DeadLetter) -> str:
+    """Enqueue a dead-lettered webhook job again, as is, under a new job id; return that id.
+
+    A new id is needed because the old one already has its final (``dead_lettered``) row. The
+    sealed payload is re-sent unopened: it keeps its ``received_at``, like replayed deliveries
+    keep their ``created_at``.
+    """
+    fresh = new_job_id()
+    deadletters.mark_replayed(producer.audit, letter.job_id, fresh)
+    producer.send_sealed(letter.sealed, fresh, WEBHOOK_TASK)
+    return fresh
