@@ -152,8 +152,8 @@ def keys_new() -> None:
 
     from cioguard.envelope import new_key
 
-    console.print(f"CIOGUARD_PAYLOAD_KEY={new_key()}", highlight=False)
-    console.print(f"CIOGUARD_HASH_KEY={secrets.token_urlsafe(48)}", highlight=False)
+    typer.echo(f"CIOGUARD_PAYLOAD_KEY={new_key()}")
+    typer.echo(f"CIOGUARD_HASH_KEY={secrets.token_urlsafe(48)}")
 
 
 def _register_subcommands() -> None:

@@ -5,7 +5,13 @@ gives key rotation without losing queued work: the first key of ``CIOGUARD_PAYLO
 encrypts, every key decrypts, so a new key can be put first while jobs sealed under the old
 one are still in the queue; drop the old key once the queue has drained.
 
-Note: Fernet tokens carry their creation time in the clear (8 bytes); nothing else is readable.
+Rotation, step by step (docs/privacy.md): put the new key first (``NEW,OLD``) everywhere;
+wait until the queue and the countdown retries have drained; re-seal the dead letters still
+under the old key (:meth:`Envelope.reseal`); then drop ``OLD``. A job whose key is gone is not
+lost: the worker keeps it as a dead letter, still sealed, replayable once the key is back.
+
+Note: Fernet tokens carry their creation time in the clear (8 bytes) and their length follows
+the payload's length; nothing else is readable without a key.
 """
 
 from __future__ import annotations
@@ -38,14 +44,30 @@ class Envelope:
 
     def open(self, token: str) -> dict[str, Any]:
         """Decrypt a token sealed under any configured key."""
+        data = self._decrypt(token)
         try:
-            data = self._fernet.decrypt(token.encode("ascii"))
-        except (InvalidToken, UnicodeEncodeError):
-            raise EnvelopeError("payload could not be decrypted with any configured key") from None
-        payload = json.loads(data)
+            payload = json.loads(data)
+        except ValueError:
+            raise EnvelopeError("payload is not a cioguard job") from None
         if not isinstance(payload, dict):
             raise EnvelopeError("payload is not a cioguard job")
         return payload
+
+    def reseal(self, token: str) -> str:
+        """The same payload sealed under the newest key (its original timestamp is kept).
+
+        For tokens that outlive a queue drain (dead letters) before their key is dropped.
+        """
+        self._decrypt(token)
+        return self._fernet.rotate(token.encode("ascii")).decode("ascii")
+
+    def _decrypt(self, token: str) -> bytes:
+        if not isinstance(token, str):
+            raise EnvelopeError("payload is not a token")
+        try:
+            return self._fernet.decrypt(token.encode("ascii"))
+        except (InvalidToken, UnicodeEncodeError):
+            raise EnvelopeError("payload could not be decrypted with any configured key") from None
 
 
 def new_key() -> str:

@@ -12,6 +12,7 @@ from cioguard import deadletters
 from cioguard.api import get_producer
 from cioguard.celeryconf import DELIVER_TASK, ERASE_TASK
 from cioguard.jobs import Job, new_job_id
+from cioguard.webhook_intake import replay_dead_letter
 
 
 def replay(*, job_id: str | None) -> int:
@@ -20,6 +21,9 @@ def replay(*, job_id: str | None) -> int:
         dl for dl in deadletters.list_all(producer.audit) if job_id is None or dl.job_id == job_id
     ]
     for letter in letters:
+        if letter.kind == "webhook":  # not a Job: re-sent sealed as is (webhook_intake)
+            replay_dead_letter(producer, letter)
+            continue
         job = Job.from_payload(producer.envelope.open(letter.sealed))
         fresh = replace(job, job_id=new_job_id())
         task = ERASE_TASK if job.kind == "delete" else DELIVER_TASK

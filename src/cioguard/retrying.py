@@ -30,6 +30,7 @@ from cioguard.errors import RetryableError
 T = TypeVar("T")
 FAST_ATTEMPTS = 3
 FAST_MAX_WAIT_S = 2.0
+_MAX_EXPONENT = 32  # 2**32 s is past any cap; a larger exponent would overflow a float
 _jitter_wait = wait_random_exponential(multiplier=0.1, max=FAST_MAX_WAIT_S)
 
 
@@ -53,7 +54,14 @@ def call_with_fast_retries(
     sleep: Callable[[float], None] = time.sleep,
     attempts: int = FAST_ATTEMPTS,
 ) -> T:
-    """Run ``fn``; retry short-lived transient failures in process; re-raise anything else."""
+    """Run ``fn``; retry short-lived transient failures in process; re-raise anything else.
+
+    Retried: a :class:`RetryableError` (429, 5xx, timeout, connection error) whose Retry-After
+    is absent or at most ``FAST_MAX_WAIT_S``, up to ``attempts`` calls in all, waiting the
+    Retry-After or a random time below 0.1, 0.2, 0.4 ... s (full jitter, at most 2 s). Everything
+    else is re-raised at once: permanent errors, and a long Retry-After (the task reschedules
+    itself with :func:`countdown` rather than hold a worker slot). ``sleep`` is injectable.
+    """
 
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -71,19 +79,39 @@ def call_with_fast_retries(
     return retrying(fn)
 
 
-def countdown(attempt: int, retry_after_s: float | None, *, cap_s: float) -> float:
+def countdown(
+    attempt: int,
+    retry_after_s: float | None,
+    *,
+    cap_s: float,
+    uniform: Callable[[float, float], float] = random.uniform,
+) -> float:
     """Seconds before the next task attempt: exponential (2, 4, 8 ... s) with jitter, capped.
 
+    The delay is drawn from the upper half of the exponential step ("equal jitter"), so retries
+    of jobs that failed together spread out without ever coming back almost at once.
     Retry-After wins when it is longer, still capped: a countdown longer than the Redis
-    visibility timeout would be redelivered while it waits.
+    visibility timeout would be redelivered while it waits (celery-pitfalls.md).
     """
-    base = min(cap_s, 2.0 ** max(1, attempt))
-    delay = base / 2 + random.uniform(0, base / 2)
+    base = min(cap_s, 2.0 ** min(max(1, attempt), _MAX_EXPONENT))
+    delay = base / 2 + uniform(0, base / 2)
     if retry_after_s is not None:
         delay = max(delay, retry_after_s)
     return min(cap_s, delay)
 
 
-def exhausted(attempt: int, created_at: float, *, max_attempts: int, max_age_s: float) -> bool:
-    """True when a job has used its attempts or is older than its age limit."""
-    return attempt >= max_attempts or (time.time() - created_at) >= max_age_s
+def exhausted(
+    attempt: int,
+    created_at: float,
+    *,
+    max_attempts: int,
+    max_age_s: float,
+    now_s: float | None = None,
+) -> bool:
+    """True when a job has used its attempts or is older than its age limit.
+
+    ``attempt`` is the 1-based number of the attempt that just failed; ``created_at`` and
+    ``now_s`` are Unix times (``now_s`` defaults to the current time).
+    """
+    now_s = time.time() if now_s is None else now_s
+    return attempt >= max_attempts or (now_s - created_at) >= max_age_s

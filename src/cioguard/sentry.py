@@ -1,30 +1,51 @@
 """Sentry set up so that no person data can reach it.
 
+Layers, from the outside in (each one alone would leave a gap, see celery-pitfalls.md):
+
 * ``include_local_variables=False``: task parameters would otherwise arrive as frame locals.
 * A recursive :class:`EventScrubber` with PII keys added to Sentry's default denylist.
-* ``before_send`` drops Celery job arguments and request bodies wholesale.
-* Exception messages are PII-free by construction (errors.py), which no scrubber could ensure.
+* :func:`before_breadcrumb`: HTTP breadcrumbs keep only the origin of the URL (the Track API
+  puts the person id in the path), log breadcrumbs keep only the fields :mod:`cioguard.logs`
+  would print.
+* :func:`before_send`: drops Celery job arguments, request bodies, frame variables,
+  ``sys.argv`` and log-record extras outside the :mod:`cioguard.logs` whitelist; replaces the message of every exception that is not cioguard's own (third-party
+  text such as ``customerio``'s carries payloads; ours is PII-free by construction, errors.py);
+  keeps only the template of log events from other libraries; then runs the sanitizer's value
+  detectors (cards, SSNs, IBANs, phones, secrets) over every human-readable string left.
 
 Initialized from worker signals (``celeryd_init`` / ``worker_process_init``), early enough for
 the Celery integration to hook in (celery-pitfalls.md).
+
+Note:
+    The person hash (a keyed HMAC) and job ids do reach Sentry: they let an operator find the
+    audit row of an alert. They are pseudonyms, linkable by whoever holds the hash key.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+from urllib.parse import urlsplit
 
 import sentry_sdk
 from sentry_sdk.integrations.celery import CeleryIntegration
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, DEFAULT_PII_DENYLIST, EventScrubber
 from sentry_sdk.transport import Transport
 
+from cioguard import detectors
 from cioguard.config import Settings
+from cioguard.logs import CONTEXT_FIELDS
 
 PII_KEYS = [
-    "person_id", "customer_id", "email", "phone", "attributes", "data", "sealed", "payload",
-    "identifiers", "recipient", "body", "args", "kwargs", "name", "ssn", "card",
+    "person_id", "customer_id", "email", "email_address", "phone", "phone_number", "attributes",
+    "data", "sealed", "payload", "identifiers", "recipient", "body", "args", "kwargs", "name",
+    "ssn", "card", "card_number", "credit_card",
 ]  # fmt: skip
+FILTERED = "[Filtered]"
+_HTTP_KEEP = ("method", "status_code", "reason", "http.method", "http.request.method",
+              "http.response.status_code")  # fmt: skip
+_scan: Callable[[str], list[detectors.Span]] = detectors.scanner(detectors.DETECTOR_NAMES)
 
 
 def release() -> str:
@@ -34,20 +55,78 @@ def release() -> str:
         return "cioguard@unknown"
 
 
+def redact_text(value: Any) -> Any:
+    """``value`` with every detector hit in every string (at any depth) redacted."""
+    if isinstance(value, str):
+        spans = _scan(value)
+        return detectors.redact(value, spans) if spans else value
+    if isinstance(value, dict):
+        return {k: redact_text(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_text(v) for v in value]
+    return value
+
+
+def _own(name: object) -> bool:
+    return isinstance(name, str) and (name == "cioguard" or name.startswith("cioguard."))
+
+
+def before_breadcrumb(crumb: dict[str, Any], hint: dict[str, Any] | None) -> dict[str, Any]:
+    """Reduce a breadcrumb to what cannot identify a person."""
+    data = crumb.get("data")
+    if crumb.get("type") == "http" or crumb.get("category") == "httplib":
+        kept = {k: v for k, v in (data or {}).items() if k in _HTTP_KEEP}
+        url = (data or {}).get("url")
+        if isinstance(url, str):
+            parts = urlsplit(url)
+            kept["url"] = f"{parts.scheme}://{parts.netloc}" if parts.netloc else FILTERED
+        crumb["data"] = kept
+    elif hint and "log_record" in hint and isinstance(data, dict):
+        crumb["data"] = {k: v for k, v in data.items() if k in CONTEXT_FIELDS}
+    if "message" in crumb:
+        crumb["message"] = redact_text(crumb["message"])
+    if isinstance(crumb.get("data"), dict):
+        crumb["data"] = redact_text(crumb["data"])
+    return crumb
+
+
 def before_send(event: dict[str, Any], _hint: dict[str, Any]) -> dict[str, Any]:
-    extra = event.get("extra") or {}
-    job = extra.get("celery-job")
-    if isinstance(job, dict):
-        job.pop("args", None)
-        job.pop("kwargs", None)
+    """Strip what may carry person data from an event, then redact detector hits in the rest."""
+    extra = event.get("extra")
+    if isinstance(extra, dict):
+        if event.get("logger"):  # a log record's extras: only what cioguard.logs would print
+            extra = {k: v for k, v in extra.items() if k in CONTEXT_FIELDS or k == "celery-job"}
+            event["extra"] = extra
+        extra.pop("sys.argv", None)
+        job = extra.get("celery-job")
+        if isinstance(job, dict):
+            job.pop("args", None)
+            job.pop("kwargs", None)
     request = event.get("request")
     if isinstance(request, dict):
-        request.pop("data", None)
-        request.pop("query_string", None)
-        request.pop("cookies", None)
+        for key in ("data", "query_string", "cookies", "url"):
+            request.pop(key, None)
     for exc in (event.get("exception") or {}).get("values", []):
+        if not _own(exc.get("module")) and exc.get("value"):
+            exc["value"] = FILTERED
         for frame in (exc.get("stacktrace") or {}).get("frames", []):
             frame.pop("vars", None)
+    for thread in (event.get("threads") or {}).get("values", []):
+        for frame in (thread.get("stacktrace") or {}).get("frames", []):
+            frame.pop("vars", None)
+    logentry = event.get("logentry")
+    if isinstance(logentry, dict) and event.get("logger") and not _own(event.get("logger")):
+        logentry.pop("params", None)
+        logentry.pop("formatted", None)
+    crumbs = event.get("breadcrumbs")
+    if isinstance(crumbs, dict):
+        crumbs["values"] = [before_breadcrumb(c, None) for c in crumbs.get("values", [])]
+    for key in ("message", "logentry", "extra", "tags", "user", "request"):
+        if key in event:
+            event[key] = redact_text(event[key])
+    for exc in (event.get("exception") or {}).get("values", []):
+        if isinstance(exc.get("value"), str):
+            exc["value"] = redact_text(exc["value"])
     return event
 
 
@@ -68,6 +147,7 @@ def init_sentry(settings: Settings, *, role: str, transport: Transport | None = 
             denylist=DEFAULT_DENYLIST + PII_KEYS, pii_denylist=DEFAULT_PII_DENYLIST, recursive=True
         ),
         before_send=before_send,  # type: ignore[arg-type]
+        before_breadcrumb=before_breadcrumb,
         integrations=[CeleryIntegration(monitor_beat_tasks=False)],
         max_request_body_size="never",
     )

@@ -33,6 +33,7 @@ def _checked_settings() -> Settings:
 settings = _checked_settings()
 app = build_celery(settings)
 
+import cioguard.webhook_tasks  # noqa: E402,F401  (registers cioguard.webhook)
 from cioguard import tasks  # noqa: E402
 
 tasks.register(app, settings)

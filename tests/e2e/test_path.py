@@ -19,10 +19,14 @@ from tests.helpers import final_rows, wait_for_finals, wait_until
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.parametrize("batch", ["0", "1"])
 def test_identify_track_delete_end_to_end(
-    producer: Producer, start_worker: Callable[..., WorkerProcess], cio: SandboxServer
+    producer: Producer,
+    start_worker: Callable[..., WorkerProcess],
+    cio: SandboxServer,
+    batch: str,
 ) -> None:
-    start_worker()
+    start_worker(CIOGUARD_BATCH=batch)
     ids = [producer.identify(f"user-{i}", {"email": f"u{i}@example.com", "plan": "pro",
                                             "password": "hunter2"}) for i in range(20)]  # fmt: skip
     ids += [producer.track(f"user-{i}", "signed_up", {"source": "ads"}) for i in range(10)]
