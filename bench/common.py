@@ -21,9 +21,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import secrets
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -47,7 +49,7 @@ from cioguard.devstack import RedisServer, WorkerProcess
 from cioguard.envelope import new_key
 from cioguard.sandbox import SandboxControl, SandboxServer
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+COMMITTED_RESULTS = Path(__file__).resolve().parent / "results"
 UNLIMITED_RATE = "1000000"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -308,7 +310,7 @@ class Stack:
         names = [w.name for w in self.workers]
         app = self.control_app()
         try:
-            app.control.add_consumer(queue, destination=names, reply=True, timeout=5)
+            app.control.add_consumer(queue, destination=names, reply=False)
         finally:
             app.close()
 
@@ -373,17 +375,83 @@ def recorded(name: str) -> Iterator[dict[str, Any]]:
     write_json(name, result)
 
 
+def results_dir() -> Path:
+    """``bench/results`` (committed); a quick run writes elsewhere so it never replaces them.
+
+    ``BENCH_RESULTS_DIR`` overrides both.
+    """
+    given = os.environ.get("BENCH_RESULTS_DIR")
+    if given:
+        path = Path(given)
+    elif quick():
+        path = Path(tempfile.gettempdir()) / "cioguard-bench-quick"
+    else:
+        path = COMMITTED_RESULTS
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def write_json(name: str, result: Mapping[str, Any]) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
+    path = results_dir() / f"{name}.json"
     path.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
     return path
 
 
 def figure_path(name: str) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    return RESULTS_DIR / f"{name}.png"
+    return results_dir() / f"{name}.png"
 
 
 def say(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """CPU seconds used so far by each part of the stack, to compare CPU cost per job."""
+
+    workers_s: float
+    sandbox_s: float
+    redis_s: float
+    bench_s: float
+    at: float
+
+    @classmethod
+    def take(cls, stack: Stack) -> CpuSnapshot:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return cls(
+            workers_s=stack.workers_cpu_s(),
+            sandbox_s=children_cpu_s("cioguard.sandbox"),
+            redis_s=children_cpu_s("redis-server"),
+            bench_s=usage.ru_utime + usage.ru_stime,
+            at=time.monotonic(),
+        )
+
+    def per_job_ms(self, later: CpuSnapshot, jobs: int) -> dict[str, float]:
+        """Milliseconds of CPU per job spent in each part between two snapshots."""
+        def ms(a: float, b: float) -> float:
+            return round((b - a) * 1000 / max(jobs, 1), 3)
+
+        return {
+            "workers": ms(self.workers_s, later.workers_s),
+            "sandbox": ms(self.sandbox_s, later.sandbox_s),
+            "redis": ms(self.redis_s, later.redis_s),
+            "bench_process": ms(self.bench_s, later.bench_s),
+        }
+
+
+def run_seed(stack: Stack, mode: str, count: int, prefix: str = "seed") -> dict[str, float]:
+    """Run :mod:`bench.seed_loop` in its own process against the stack's sandbox."""
+    env = {
+        **os.environ,
+        "BENCH_TRACK_URL": stack.sandbox.url, "BENCH_SITE_ID": stack.sandbox.site_id,
+        "BENCH_API_KEY": stack.sandbox.api_key, "REQUESTS_CA_BUNDLE": str(stack.sandbox.ca_path),
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(COMMITTED_RESULTS.parents[1]), os.environ.get("PYTHONPATH")) if p
+        ),
+    }  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.seed_loop", mode, str(count), prefix],
+        env=env, capture_output=True, text=True, check=True, timeout=count * 2 + 60,
+    )  # fmt: skip
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result

@@ -25,7 +25,7 @@ from cioguard.errors import BrokerUnavailableError
 from cioguard.hashing import person_hash
 from cioguard.jobs import SEALED_REPR, Job, new_job_id
 from cioguard.policy import load_policy
-from cioguard.sanitize import Sanitizer
+from cioguard.sanitizer import Sanitizer
 
 
 class Producer:
@@ -73,9 +73,10 @@ class Producer:
         """Record the request (and tombstone) first, then enqueue. Returns the request id."""
         pid = validate.person_id(person_id)
         why = validate.reason(reason)
+        how = validate.manner(manner)
         hashed = person_hash(self.hash_key, pid)
         opened = gdpr.open_request(
-            self.audit, hashed, reason=why, manner=manner, mode=self.settings.deletion_mode
+            self.audit, hashed, reason=why, manner=how, mode=self.settings.deletion_mode
         )
         if opened.state != "received":
             return opened.request_id

@@ -5,7 +5,8 @@
   never collide). No raw identifiers: ``person_hash`` is the keyed hash.
 * ``chain_head``: one row holding the last sequence number and hash; locking it serializes
   appends so the chain has no forks. ``anchor_*`` is where verification starts after a purge.
-* ``deletion_requests``: the current state of each erasure request (the log keeps the history).
+* ``deletion_requests``: the current state of each erasure request (the log keeps the history);
+  ``extended_to``/``extension_reason`` when its due date was extended.
 * ``tombstones``: people under erasure, by keyed hash; survives a Redis flush.
 * ``dead_letters``: jobs that will not succeed as they are, with their sealed payload for replay.
 """
@@ -39,7 +40,7 @@ audit_log = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("error_class", String(64)),
     Column("http_status", Integer),
-    Column("policy_version", String(64)),
+    Column("policy_version", String(100)),
     Column("detail", String(200)),
     Column("prev_hash", String(64), nullable=False),
     Column("row_hash", String(64), nullable=False),
@@ -69,6 +70,7 @@ deletion_requests = Table(
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("due_at", DateTime(timezone=True), nullable=False, index=True),
     Column("extended_to", DateTime(timezone=True)),
+    Column("extension_reason", String(200)),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("completed_at", DateTime(timezone=True)),
     Column("error_class", String(64)),

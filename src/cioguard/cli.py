@@ -17,15 +17,13 @@ from rich.table import Table
 from cioguard.errors import CioguardError, ConfigurationError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Deliver to Customer.io safely.")
-deletions_app = typer.Typer(no_args_is_help=True, help="Erasure requests.")
 dead_letters_app = typer.Typer(no_args_is_help=True, help="Jobs that could not be delivered.")
 keys_app = typer.Typer(no_args_is_help=True, help="Key material.")
-app.add_typer(deletions_app, name="deletions")
 app.add_typer(dead_letters_app, name="dead-letters")
 app.add_typer(keys_app, name="keys")
 
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one line per message, whatever the width
 T = TypeVar("T")
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
@@ -73,45 +71,6 @@ def demo(
     from cioguard.demo import run_demo
 
     run_demo(identifies=identifies, events=events, deletions=deletions, concurrency=concurrency)
-
-
-@app.command()
-def status(request_id: str) -> None:
-    """Show the state of an erasure request."""
-    from cioguard.api import get_producer
-
-    try:
-        st = guarded(lambda: get_producer().deletion_status(request_id))
-    except LookupError:
-        raise fail(f"no deletion request with id {request_id}", 1) from None
-    table = Table(show_header=False)
-    for field in ("request_id", "state", "regime", "reason", "manner", "mode", "attempts"):
-        table.add_row(field, str(getattr(st, field)))
-    for field in ("received_at", "due_at", "updated_at", "completed_at"):
-        value = getattr(st, field)
-        table.add_row(field, value.isoformat(timespec="seconds") if value else "-")
-    console.print(table)
-
-
-@deletions_app.command("overdue")
-def deletions_overdue(
-    within_days: int = typer.Option(3, help="also list requests due within this many days"),
-) -> None:
-    """List erasure requests past or near their legal due date (exit 1 if any)."""
-    from datetime import timedelta
-
-    from cioguard import gdpr
-    from cioguard.api import get_producer
-
-    rows = guarded(lambda: gdpr.overdue(get_producer().audit, within=timedelta(days=within_days)))
-    table = Table("request", "state", "regime", "received", "due")
-    for st in rows:
-        table.add_row(
-            st.request_id, st.state, st.regime,
-            st.received_at.date().isoformat(), st.due_at.date().isoformat(),
-        )  # fmt: skip
-    console.print(table if rows else "No erasure request is overdue or due soon.")
-    raise typer.Exit(1 if rows else 0)
 
 
 @dead_letters_app.command("list")

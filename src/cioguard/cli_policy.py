@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cioguard.errors import ConfigurationError
+from cioguard.errors import CioguardError, ConfigurationError
 
 policy_app = typer.Typer(no_args_is_help=True, help="The sanitization policy.")
 console = Console()
@@ -27,7 +27,9 @@ def check(path: Path) -> None:
         Console(stderr=True).print(f"cioguard: {exc}", highlight=False, markup=False)
         raise typer.Exit(1) from None
     rules = len(policy.rules)
-    console.print(f"OK {path}: {policy.name} ({policy.mode}, {rules} rules) version {policy.version}")
+    console.print(
+        f"OK {path}: {policy.name} ({policy.mode}, {rules} rules) version {policy.version}"
+    )
 
 
 @policy_app.command("explain")
@@ -38,9 +40,12 @@ def explain(
     """Show, for a sample JSON object, what the policy does to each key and why (no values)."""
     from cioguard.config import get_settings
     from cioguard.policy import check_policy_file, load_policy
-    from cioguard.sanitize import Sanitizer
+    from cioguard.sanitizer import Sanitizer
 
-    text = sys.stdin.read() if sample == "-" else Path(sample).read_text()
+    try:
+        text = sys.stdin.read() if sample == "-" else Path(sample).read_text()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read the sample ({exc.strerror})") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -51,8 +56,12 @@ def explain(
     policy = check_policy_file(policy_file) if policy_file else load_policy(settings.policy_path)
     key = settings.hash_key.get_secret_value().encode() if settings.hash_key else b"explain-only"
     table = Table("path", "action", "rule", "why", title=f"policy {policy.version}")
-    for decision in Sanitizer(policy, key).explain(data):
-        table.add_row(decision.path, decision.action, decision.rule, decision.reason)
+    try:
+        decisions = Sanitizer(policy, key).explain(data)
+    except CioguardError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    for decision in decisions:
+        table.add_row(decision.path, decision.action, decision.rule or "", decision.reason)
     console.print(table)
 
 

@@ -15,10 +15,13 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from cioguard.errors import ConfigurationError
 
@@ -37,7 +40,7 @@ _EXPECTED: dict[str, str] = {
     "CIOGUARD_DELETION_MODE": "'suppress', 'suppress_and_delete' or 'delete'",
     "CIOGUARD_MAX_ATTEMPTS": "a whole number >= 1",
     "CIOGUARD_MAX_AGE_S": "a positive number of seconds",
-    "CIOGUARD_VISIBILITY_TIMEOUT_S": "a whole number of seconds >= 60",
+    "CIOGUARD_VISIBILITY_TIMEOUT_S": "a whole number of seconds >= 5",
     "CIOGUARD_METRICS_PORT": "a TCP port number (1-65535)",
     "CIOGUARD_BATCH": "0 or 1",
     "CIOGUARD_CA_BUNDLE": "the path of a readable PEM file",
@@ -49,13 +52,23 @@ _EXPECTED: dict[str, str] = {
     "FLOWER_BASIC_AUTH": "user:password",
     "CIOGUARD_BATCH_LINGER_S": "seconds between 0 and 5",
     "CIOGUARD_BATCH_MAX_OPS": "a whole number between 1 and 1000",
+    "CIOGUARD_BROKER_URL": "a redis:// or rediss:// URL, e.g. redis://localhost:6379/0",
+    "CIOGUARD_AUDIT_URL": "an SQLAlchemy URL: sqlite:///path.db or "
+    "postgresql+psycopg://user:password@host:5432/db",
+    "CIOGUARD_TRACK_URL": "an https:// URL (unset = Customer.io's host for CUSTOMERIO_REGION)",
+    "CIOGUARD_FLOWER_URL": "the http(s):// URL Flower answers on, e.g. http://flower:5555",
+    "CUSTOMERIO_WEBHOOK_SECRET": "the reporting-webhook signing key(s) from Customer.io, "
+    "comma-separated during a rotation",
 }
+_AUDIT_DIALECTS = ("sqlite", "postgresql")
 
 
 class Settings(BaseSettings):
     """Every setting cioguard reads. Field aliases are the environment variable names."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        frozen=True, extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )
 
     region: Literal["us", "eu"] = Field("us", alias="CUSTOMERIO_REGION")
     webhook_secret: SecretStr | None = Field(None, alias="CUSTOMERIO_WEBHOOK_SECRET")
@@ -76,7 +89,7 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(12, ge=1, alias="CIOGUARD_MAX_ATTEMPTS")
     max_age_s: float = Field(24 * 3600.0, gt=0, alias="CIOGUARD_MAX_AGE_S")
-    visibility_timeout_s: int = Field(900, ge=60, alias="CIOGUARD_VISIBILITY_TIMEOUT_S")
+    visibility_timeout_s: int = Field(900, ge=5, alias="CIOGUARD_VISIBILITY_TIMEOUT_S")
     batch: bool = Field(True, alias="CIOGUARD_BATCH")
     metrics_port: int | None = Field(None, ge=1, le=65535, alias="CIOGUARD_METRICS_PORT")
     sentry_dsn: SecretStr | None = Field(None, alias="SENTRY_DSN")
@@ -90,6 +103,34 @@ class Settings(BaseSettings):
     flower_basic_auth: SecretStr | None = Field(None, alias="FLOWER_BASIC_AUTH")
     batch_linger_s: float = Field(0.2, ge=0, le=5, alias="CIOGUARD_BATCH_LINGER_S")
     batch_max_ops: int = Field(100, ge=1, le=1000, alias="CIOGUARD_BATCH_MAX_OPS")
+    flower_url: str | None = Field(None, alias="CIOGUARD_FLOWER_URL")
+
+    @field_validator("broker_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("redis", "rediss"):
+            raise ValueError("not a redis:// URL")
+        return value
+
+    @field_validator("audit_url")
+    @classmethod
+    def _sqlalchemy_url(cls, value: str) -> str:
+        try:
+            backend = make_url(value).get_backend_name()
+        except ArgumentError:
+            raise ValueError("not an SQLAlchemy URL") from None
+        if backend not in _AUDIT_DIALECTS:
+            raise ValueError("unsupported database")
+        return value
+
+    @field_validator("track_url", "flower_url")
+    @classmethod
+    def _web_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        schemes = ("https",) if info.field_name == "track_url" else ("http", "https")
+        parts = urlsplit(value or "")
+        if value is not None and (parts.scheme not in schemes or not parts.hostname):
+            raise ValueError("not a usable URL")
+        return value
 
     @field_validator("ca_bundle", "policy_path")
     @classmethod

@@ -57,23 +57,28 @@ class _QuietCustomerIO(CustomerIO):  # type: ignore[misc]
         return session
 
     def send_request(self, method: str, url: str, data: Mapping[str, Any]) -> requests.Response:
+        return self.call(method, url, json=self._sanitize(data))
+
+    def call(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """One request, classified. A transport error is raised outside the ``except`` block so
+        it has no ``__context__``: requests' message holds the URL, with the person id."""
         op = self.operation
         try:
             response = self.http.request(
-                method,
-                url=url,
-                json=self._sanitize(data),
-                timeout=self.timeout,
-                verify=self.ca_bundle,
+                method, url=url, timeout=self.timeout, verify=self.ca_bundle, **kwargs
             )  # verify per request: a session's verify loses to REQUESTS_CA_BUNDLE
-        except requests.Timeout:
-            metrics.response(op, None)
-            raise RetryableError(f"Customer.io did not answer {op} in time") from None
         except requests.RequestException as exc:
-            metrics.response(op, None)
-            kind = type(exc).__name__
-            raise RetryableError(f"Customer.io unreachable for {op} ({kind})") from None
-        return _classify(op, response)
+            failure = _transport_error(op, exc)
+        else:
+            return _classify(op, response)
+        raise failure
+
+
+def _transport_error(op: str, exc: requests.RequestException) -> RetryableError:
+    metrics.response(op, None)
+    if isinstance(exc, requests.Timeout):
+        return RetryableError(f"Customer.io did not answer {op} in time")
+    return RetryableError(f"Customer.io unreachable for {op} ({type(exc).__name__})")
 
 
 def _classify(op: str, response: requests.Response) -> requests.Response:
@@ -185,8 +190,7 @@ class TrackClient:
         """``GET /api/v1/accounts/region``: verifies credentials, returns the account region."""
         self._cio.operation = "region check"
         url = f"{self._cio.base_url}/accounts/region"
-        response = self._cio.http.get(url, timeout=self._cio.timeout, verify=self._cio.ca_bundle)
-        _classify("region check", response)
+        response = self._cio.call("GET", url)
         return str(response.json().get("region", ""))
 
     def use_credentials(self, site_id: str, api_key: str) -> None:

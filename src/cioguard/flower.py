@@ -19,8 +19,13 @@ has:
 The password stays in the environment (Flower reads ``FLOWER_*`` variables itself) rather than
 in the command line, where ``ps`` shows it.
 
-Run it as ``python -m cioguard.flower --address 127.0.0.1 --port 5555`` with the worker's
-environment (Flower imports :mod:`cioguard.worker`). See docs/flower.md.
+Flower runs with ``-A cioguard.flower:app``, a Celery app built from the broker settings
+alone, not with ``-A cioguard.worker``: importing the worker module demands the payload key, the
+hash key and Customer.io credentials, none of which Flower needs, and a dashboard that holds the
+payload key can read every queued job. Give Flower ``CIOGUARD_BROKER_URL`` and its own
+``FLOWER_*`` variables only.
+
+Run it as ``python -m cioguard.flower --address 127.0.0.1 --port 5555``. See docs/flower.md.
 
 Note:
     ``/healthcheck`` and ``/metrics`` answer without authentication (Flower's choice); the
@@ -31,14 +36,35 @@ Note:
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Mapping, Sequence
 
+from celery import Celery
+
+from cioguard.celeryconf import build_celery
+from cioguard.config import load_settings
 from cioguard.errors import ConfigurationError
 
 DEFAULT_MAX_TASKS = 10_000
 _TRUE = frozenset({"1", "true", "yes", "on", "y", "t"})
+
+
+@functools.lru_cache(maxsize=1)
+def monitor_app() -> Celery:
+    """The app Flower runs with: broker and queue settings only, no keys or credentials."""
+    try:
+        return build_celery(load_settings(), "cioguard-flower")
+    except ConfigurationError as exc:
+        sys.exit(f"cioguard: configuration error: {exc}")
+
+
+def __getattr__(name: str) -> Celery:
+    """``cioguard.flower:app`` for ``celery -A``, built on first use, not at import."""
+    if name == "app":
+        return monitor_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def check_environment(environ: Mapping[str, str]) -> None:
@@ -71,7 +97,7 @@ def flower_command(
 ) -> list[str]:
     """The ``celery ... flower`` argv, with the guards above placed after ``extra``."""
     return [
-        sys.executable, "-m", "celery", "-A", "cioguard.worker", "flower",
+        sys.executable, "-m", "celery", "-A", "cioguard.flower:app", "flower",
         f"--address={address}", f"--port={port}", *extra,
         "--read_only=True", "--persistent=False", f"--max_tasks={max_tasks}",
         "--enable_events=True", "--debug=False",

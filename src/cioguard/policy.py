@@ -1,6 +1,6 @@
 """The sanitization policy as data: which attribute keys are dropped, hashed, redacted or kept.
 
-A policy is a frozen, validated value loaded from TOML. :mod:`cioguard.sanitize` applies it;
+A policy is a frozen, validated value loaded from TOML. :mod:`cioguard.sanitizer` applies it;
 the audit records :attr:`Policy.version` so every delivery names the exact rules it went out
 under. The default policy ships as ``cioguard/default_policy.toml``.
 

@@ -21,7 +21,7 @@ from cioguard.envelope import Envelope
 from cioguard.hashing import person_hash
 from cioguard.policy import load_policy
 from cioguard.ratelimit import RateLimiter, redis_limiter
-from cioguard.sanitize import Sanitizer
+from cioguard.sanitizer import Sanitizer
 from cioguard.tombstones import Tombstones
 
 

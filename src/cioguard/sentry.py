@@ -3,15 +3,18 @@
 Layers, from the outside in (each one alone would leave a gap, see celery-pitfalls.md):
 
 * ``include_local_variables=False``: task parameters would otherwise arrive as frame locals.
+  ``send_default_pii`` is left at its default (off; the option is deprecated in sentry-sdk
+  2.75), and no ``data_collection`` is passed: any such dict turns the event scrubber off.
 * A recursive :class:`EventScrubber` with PII keys added to Sentry's default denylist.
 * :func:`before_breadcrumb`: HTTP breadcrumbs keep only the origin of the URL (the Track API
-  puts the person id in the path), log breadcrumbs keep only the fields :mod:`cioguard.logs`
-  would print.
+  puts the person id in the path); log breadcrumbs keep only the fields :mod:`cioguard.logs`
+  would print, and those from other libraries only their message template.
 * :func:`before_send`: drops Celery job arguments, request bodies, frame variables,
-  ``sys.argv`` and log-record extras outside the :mod:`cioguard.logs` whitelist; replaces the message of every exception that is not cioguard's own (third-party
-  text such as ``customerio``'s carries payloads; ours is PII-free by construction, errors.py);
-  keeps only the template of log events from other libraries; then runs the sanitizer's value
-  detectors (cards, SSNs, IBANs, phones, secrets) over every human-readable string left.
+  ``sys.argv`` and log-record extras outside the :mod:`cioguard.logs` whitelist; replaces the
+  message of every exception that is not cioguard's own (third-party text such as
+  ``customerio``'s carries payloads; ours is PII-free by construction, errors.py); keeps only
+  the template of log events from other libraries; then runs the sanitizer's value detectors
+  (cards, SSNs, IBANs, phones, secrets) over every human-readable string left.
 
 Initialized from worker signals (``celeryd_init`` / ``worker_process_init``), early enough for
 the Celery integration to hook in (celery-pitfalls.md).
@@ -81,8 +84,12 @@ def before_breadcrumb(crumb: dict[str, Any], hint: dict[str, Any] | None) -> dic
             parts = urlsplit(url)
             kept["url"] = f"{parts.scheme}://{parts.netloc}" if parts.netloc else FILTERED
         crumb["data"] = kept
-    elif hint and "log_record" in hint and isinstance(data, dict):
-        crumb["data"] = {k: v for k, v in data.items() if k in CONTEXT_FIELDS}
+    elif hint and "log_record" in hint:
+        record = hint["log_record"]
+        if isinstance(data, dict):
+            crumb["data"] = {k: v for k, v in data.items() if k in CONTEXT_FIELDS}
+        if not _own(crumb.get("category")) and record.args:
+            crumb["message"] = str(record.msg)  # the template: arguments may be anything
     if "message" in crumb:
         crumb["message"] = redact_text(crumb["message"])
     if isinstance(crumb.get("data"), dict):
@@ -142,7 +149,6 @@ def init_sentry(settings: Settings, *, role: str, transport: Transport | None = 
         release=release(),
         server_name=role,
         include_local_variables=False,
-        send_default_pii=False,
         event_scrubber=EventScrubber(
             denylist=DEFAULT_DENYLIST + PII_KEYS, pii_denylist=DEFAULT_PII_DENYLIST, recursive=True
         ),

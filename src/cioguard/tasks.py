@@ -36,7 +36,7 @@ from cioguard.retrying import countdown, exhausted
 from cioguard.runtime import Runtime, get_runtime
 
 log = logging.getLogger("cioguard.tasks")
-Step = Callable[[Runtime, Job, str], str]
+RUNTIME_RETRY_S = 30.0
 
 
 def register(app: Celery, settings: Settings) -> None:
@@ -67,8 +67,19 @@ def erase(task: Task, sealed: str) -> str:
     return _run(task, sealed, lambda rt, job, s, a: delivery.erase(rt, job, s, attempt=a))
 
 
+def _runtime_or_retry(task: Task) -> Runtime:
+    """The process runtime; if it cannot be built (store, Redis or config down), retry later."""
+    try:
+        return get_runtime()
+    except Exception as exc:
+        log.error("worker runtime unavailable", extra={"error_class": type(exc).__name__})
+        raise task.retry(
+            countdown=RUNTIME_RETRY_S, argsrepr=SEALED_REPR, kwargsrepr="{}", exc=None, throw=True
+        ) from None
+
+
 def _run(task: Task, sealed: str, step: Callable[[Runtime, Job, str, int], str]) -> str:
-    rt = get_runtime()
+    rt = _runtime_or_retry(task)
     attempt = int(task.request.retries) + 1
     try:
         job = Job.from_payload(rt.envelope.open(sealed))
@@ -139,7 +150,11 @@ def erase_batch(requests: Sequence[SimpleRequest]) -> list[str]:
 
 def _run_batch(requests: Sequence[SimpleRequest], task_name: str) -> list[str]:
     """Run one buffer. Must not raise: celery-batches acknowledges the buffer when this returns."""
-    rt = get_runtime()
+    try:
+        rt = get_runtime()
+    except Exception as exc:
+        log.error("worker runtime unavailable", extra={"error_class": type(exc).__name__})
+        return [_republish(req, task_name) for req in requests]
     items: list[BatchItem] = []
     outcomes: list[str] = []
     for req in requests:
@@ -173,6 +188,18 @@ def _requeue(rt: Runtime, result: ItemResult, task_name: str) -> str:
         task_name, args=[item.sealed], task_id=item.job.job_id, retries=item.attempt,
         countdown=_delay(rt, item.job, exc, item.attempt), argsrepr=SEALED_REPR,
         kwargsrepr="{}",
+    )  # fmt: skip
+    return "retrying"
+
+
+def _republish(req: SimpleRequest, task_name: str) -> str:
+    """Send a message back unchanged (same id and attempt count) to run in a while."""
+    from cioguard.worker import app
+
+    app.send_task(
+        task_name, args=list(req.args), task_id=req.id,
+        retries=int(req.request_dict.get("retries") or 0), countdown=RUNTIME_RETRY_S,
+        argsrepr=SEALED_REPR, kwargsrepr="{}",
     )  # fmt: skip
     return "retrying"
 

@@ -1,46 +1,74 @@
-"""Who is under erasure, answered fast: a Redis set of keyed hashes, backed by the audit store.
+"""Who is under erasure: the audit store's ``tombstones`` table, with a Redis set in front.
 
-The audit store's ``tombstones`` table is the truth; Redis holds a cache for the per-job check.
-A marker key says the cache was loaded; if Redis was flushed or restarted without data, the
-marker is gone and the next check reloads every tombstone from the store first, so an erased
-person cannot be resurrected by a job enqueued after the flush.
+The table is the truth and is written in the same transaction as the erasure request, before
+anything is enqueued. The Redis set only answers "yes" fast for people already known to be
+erased; a "no" from Redis is always confirmed against the table. So a job checked after the
+request was committed is dropped whatever Redis holds: a worker whose cache predates the
+request, a Redis that was flushed or restarted empty, or a job enqueued before the deletion
+and still in the queue.
+
+Redis being down is not an error here: the cache is skipped and the store answers.
+
+Note: the price is one primary-key read per identify/track job (the worker already reads the
+store once per job for ``has_final``). A cache that could answer "no" on its own would need the
+application to write Redis at request time and would still be wrong after a flush until
+reloaded; the window in between is exactly a resurrection.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+
 import redis
 
 from cioguard.audit import AuditStore
-from cioguard.gdpr import erased_hashes
+from cioguard.gdpr import erased_hashes, tombstoned
 
 SET_KEY = "cioguard:tombstones"
-LOADED_KEY = "cioguard:tombstones:loaded"
+log = logging.getLogger("cioguard.tombstones")
 
 
 class Tombstones:
+    """Answers "is this keyed hash under erasure?" for the worker."""
+
     def __init__(self, client: redis.Redis, store: AuditStore) -> None:
         self._redis = client
         self._store = store
 
-    def add(self, person_hash: str) -> None:
-        self._redis.sadd(SET_KEY, person_hash)
+    def add(self, *person_hashes: str) -> None:
+        """Cache tombstones (their table rows already exist: :func:`gdpr.open_request`)."""
+        if not person_hashes:
+            return
+        try:
+            self._redis.sadd(SET_KEY, *person_hashes)
+        except redis.RedisError as exc:
+            log.warning("tombstone cache unavailable", extra={"error_class": type(exc).__name__})
 
     def is_erased(self, person_hash: str) -> bool:
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.exists(LOADED_KEY)
-        pipe.sismember(SET_KEY, person_hash)
-        loaded, member = pipe.execute()
-        if not loaded:
-            self.reload()
-            return bool(self._redis.sismember(SET_KEY, person_hash))
-        return bool(member)
+        """True if the person is under erasure. Store errors raise ``AuditUnavailableError``."""
+        return bool(self.erased_among([person_hash]))
+
+    def erased_among(self, person_hashes: Sequence[str]) -> set[str]:
+        """The subset of ``person_hashes`` under erasure (one Redis call, one store query)."""
+        if not person_hashes:
+            return set()
+        hits = self._cached(person_hashes)
+        misses = [h for h in person_hashes if h not in hits]
+        found = tombstoned(self._store, misses) if misses else set()
+        self.add(*found)
+        return hits | found
+
+    def _cached(self, person_hashes: Sequence[str]) -> set[str]:
+        try:
+            members = self._redis.smismember(SET_KEY, list(person_hashes))
+        except redis.RedisError as exc:
+            log.warning("tombstone cache unavailable", extra={"error_class": type(exc).__name__})
+            return set()
+        return {h for h, member in zip(person_hashes, members, strict=True) if member}
 
     def reload(self) -> int:
-        """Copy every tombstone from the audit store into Redis; returns how many."""
+        """Copy every tombstone from the store into Redis (a warm-up); returns how many."""
         hashes = erased_hashes(self._store)
-        pipe = self._redis.pipeline(transaction=True)
-        if hashes:
-            pipe.sadd(SET_KEY, *hashes)
-        pipe.set(LOADED_KEY, "1")
-        pipe.execute()
+        self.add(*hashes)
         return len(hashes)

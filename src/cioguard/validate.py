@@ -18,7 +18,8 @@ from cioguard.errors import InvalidInputError, InvalidTypeError
 MAX_ID_BYTES = 150
 MAX_EVENT_NAME_BYTES = 100
 MAX_EVENT_DATA_BYTES = 100_000
-MAX_REASON_CHARS = 64
+MAX_REASON_CHARS = 32
+MAX_MANNER_CHARS = 32
 
 
 def person_id(value: object) -> str:
@@ -29,9 +30,16 @@ def person_id(value: object) -> str:
         raise InvalidInputError("person_id is empty")
     if value != value.strip():
         raise InvalidInputError("person_id has leading or trailing whitespace")
-    if len(value.encode("utf-8")) > MAX_ID_BYTES:
+    if len(_utf8(value, "person_id")) > MAX_ID_BYTES:
         raise InvalidInputError(f"person_id is longer than {MAX_ID_BYTES} bytes")
     return value
+
+
+def _utf8(value: str, what: str) -> bytes:
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(f"{what} is not valid Unicode (a lone surrogate)") from None
 
 
 def attributes(value: object, *, what: str = "attributes") -> dict[str, Any]:
@@ -55,16 +63,20 @@ def encoded_size(value: object, *, what: str) -> int:
         raise InvalidTypeError(
             f"{what} contains a value that is not JSON-serializable ({bad})"
         ) from None
-    except ValueError:
+    except ValueError as exc:
+        if "Circular reference" in str(exc):
+            raise InvalidInputError(f"{what} contains a circular reference") from None
         raise InvalidInputError(
             f"{what} contains NaN or Infinity, which JSON cannot carry"
         ) from None
-    return len(encoded.encode("utf-8"))
+    return len(_utf8(encoded, what))
 
 
 def _first_bad_type(value: object) -> str:
     if isinstance(value, Mapping):
-        for item in value.values():
+        for key, item in value.items():
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                return f"a {type(key).__name__} key"
             found = _first_bad_type(item)
             if found:
                 return found
@@ -85,7 +97,7 @@ def event_name(value: object) -> str:
         raise InvalidTypeError(f"event name must be a str, not {type(value).__name__}")
     if not value.strip():
         raise InvalidInputError("event name is empty")
-    if len(value.encode("utf-8")) > MAX_EVENT_NAME_BYTES:
+    if len(_utf8(value, "event name")) > MAX_EVENT_NAME_BYTES:
         raise InvalidInputError(f"event name is longer than {MAX_EVENT_NAME_BYTES} bytes")
     return value
 
@@ -120,4 +132,13 @@ def reason(value: object) -> str:
         raise InvalidTypeError(f"reason must be a str, not {type(value).__name__}")
     if not value.strip() or len(value) > MAX_REASON_CHARS:
         raise InvalidInputError(f"reason must be 1-{MAX_REASON_CHARS} characters")
+    return value.strip()
+
+
+def manner(value: object) -> str:
+    """How a deletion request was made (``api``, ``bulk``, ``email``...): 1-32 characters."""
+    if not isinstance(value, str):
+        raise InvalidTypeError(f"manner must be a str, not {type(value).__name__}")
+    if not value.strip() or len(value) > MAX_MANNER_CHARS:
+        raise InvalidInputError(f"manner must be 1-{MAX_MANNER_CHARS} characters")
     return value.strip()

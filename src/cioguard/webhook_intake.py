@@ -32,6 +32,7 @@ from cioguard import deadletters
 from cioguard.celeryconf import WEBHOOK_TASK, build_celery
 from cioguard.config import Settings, get_settings
 from cioguard.envelope import Envelope
+from cioguard.errors import InvalidInputError
 from cioguard.jobs import SEALED_REPR, new_job_id
 
 if TYPE_CHECKING:
@@ -96,7 +97,9 @@ def open_event(envelope: Envelope, sealed: str) -> SealedEvent:
 class EventSender:
     """The production ``enqueue`` of the webhook app: seal, then publish the task.
 
-    Publish errors propagate; the app answers 503 and Customer.io retries, so nothing is lost.
+    Also usable on its own after :func:`cioguard.verify_webhook` (Django, Flask): the worker then
+    handles the event like one from the app. Publish errors propagate (kombu's
+    ``OperationalError``); answer 503 then, so Customer.io retries and nothing is lost.
     """
 
     def __init__(self, envelope: Envelope, celery: Celery) -> None:
@@ -104,6 +107,8 @@ class EventSender:
         self._celery = celery
 
     def __call__(self, event: dict[str, Any]) -> None:
+        if not all(isinstance(event.get(f), str) and event[f] for f in ("event_id", "metric")):
+            raise InvalidInputError("the event has no string event_id and metric")
         self._celery.send_task(
             WEBHOOK_TASK, args=[seal_event(self._envelope, event)],
             task_id=webhook_job_id(event["event_id"]), argsrepr=SEALED_REPR, kwargsrepr="{}",
@@ -145,13 +150,21 @@ def app_from_settings(
 
     settings = settings or get_settings()
     secrets = settings.webhook_secrets()
-    envelope = Envelope(settings.payload_keys())
     return create_app(
         secrets=secrets,
         redis=redis or intake_redis(settings.broker_url),
-        enqueue=EventSender(envelope, celery or intake_celery(settings)),
+        enqueue=event_sender(settings, celery=celery),
         max_body_bytes=settings.webhook_max_body_bytes,
     )
+
+
+def event_sender(settings: Settings | None = None, *, celery: Celery | None = None) -> EventSender:
+    """An :class:`EventSender` from the environment (``CIOGUARD_PAYLOAD_KEY``, the broker).
+
+    Build it once per process and reuse it: it holds the broker connection pool.
+    """
+    settings = settings or get_settings()
+    return EventSender(Envelope(settings.payload_keys()), celery or intake_celery(settings))
 
 
 def replay_dead_letter(producer: Producer, letter: deadletters.DeadLetter) -> str:

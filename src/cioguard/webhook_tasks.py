@@ -127,6 +127,11 @@ def person_ids(event: dict[str, Any]) -> list[str]:
     return found
 
 
+def person_hashes(rt: WebhookRuntime, event: dict[str, Any]) -> list[str]:
+    """The keyed hashes of :func:`person_ids`, in the same order (the first names the subject)."""
+    return [rt.person_hash(person_id) for person_id in person_ids(event)]
+
+
 def handle(rt: WebhookRuntime, event: dict[str, Any], *, job_id: str, attempt: int) -> str:
     """Run one event's steps; return the outcome word (no PII).
 
@@ -135,7 +140,7 @@ def handle(rt: WebhookRuntime, event: dict[str, Any], *, job_id: str, attempt: i
     """
     if rt.audit.has_final(job_id):
         return "duplicate"
-    hashes = [rt.person_hash(person_id) for person_id in person_ids(event)]
+    hashes = person_hashes(rt, event)
     subject = hashes[0] if hashes else None
     if any(rt.tombstones.is_erased(person) for person in hashes):
         return _final(rt, job_id, "dropped", subject, attempt, detail=ERASED_DETAIL)
@@ -216,7 +221,7 @@ def run_job(task: Task, rt: WebhookRuntime, sealed: str) -> str:
         opened = open_event(rt.envelope, sealed)
     except (EnvelopeError, ValueError, TypeError) as exc:
         return dead_letter(rt, job_id, sealed, exc, attempt, UNKNOWN_PERSON)
-    person = _first_hash(rt, opened.event)
+    person = next(iter(person_hashes(rt, opened.event)), UNKNOWN_PERSON)
     try:
         return handle(rt, opened.event, job_id=job_id, attempt=attempt)
     except (AuditUnavailableError, RedisError) as exc:
@@ -230,11 +235,6 @@ def run_job(task: Task, rt: WebhookRuntime, sealed: str) -> str:
         log.error("unexpected error in a webhook job (%s)", type(exc).__name__,
                   extra={"job_id": job_id, "error_class": type(exc).__name__})  # fmt: skip
         return dead_letter(rt, job_id, sealed, exc, attempt, person)
-
-
-def _first_hash(rt: WebhookRuntime, event: dict[str, Any]) -> str:
-    ids = person_ids(event)
-    return rt.person_hash(ids[0]) if ids else UNKNOWN_PERSON
 
 
 def _retry(

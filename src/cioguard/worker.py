@@ -13,10 +13,12 @@ from typing import Any
 
 from celery import signals
 
+from cioguard import metrics
 from cioguard.celeryconf import build_celery
 from cioguard.config import Settings, get_settings
 from cioguard.credentials import source_from_spec
 from cioguard.errors import ConfigurationError
+from cioguard.policy import load_policy
 
 
 def _checked_settings() -> Settings:
@@ -24,6 +26,7 @@ def _checked_settings() -> Settings:
     try:
         settings = get_settings()
         settings.require_application()
+        load_policy(settings.policy_path)
         source_from_spec(settings.secrets_source).get()
     except ConfigurationError as exc:
         sys.exit(f"cioguard: configuration error: {exc}")
@@ -45,6 +48,8 @@ def _on_worker_init(**_: Any) -> None:
     from cioguard.observability import init_process
 
     init_process(settings, role="worker")
+    if settings.metrics_port:
+        metrics.setup_multiprocess()  # before the pool forks (see metrics.py)
     store = AuditStore.from_url(settings.audit_url)
     try:
         store.migrate()
@@ -57,3 +62,14 @@ def _on_pool_process_init(**_: Any) -> None:
     from cioguard.observability import init_process
 
     init_process(settings, role="worker-process")
+
+
+@signals.worker_ready.connect
+def _on_worker_ready(**_: Any) -> None:
+    if settings.metrics_port:
+        metrics.start_server(settings.metrics_port, settings.audit_url)
+
+
+@signals.worker_process_shutdown.connect
+def _on_pool_process_exit(pid: int, **_: Any) -> None:
+    metrics.process_exited(pid)

@@ -16,7 +16,7 @@ from cioguard.detectors import luhn_ok
 from cioguard.errors import ConfigurationError, InvalidInputError, InvalidTypeError
 from cioguard.hashing import value_hash
 from cioguard.policy import Policy, default_policy, parse_policy
-from cioguard.sanitize import (
+from cioguard.sanitizer import (
     MAX_ATTRIBUTES,
     MAX_DEPTH,
     MAX_NAME_BYTES,

@@ -1,0 +1,178 @@
+"""Rate fidelity: does the fleet send at the configured rate R, and never past it?
+
+Three ways to send people to a Track API that enforces R = 50 requests/s (the sandbox's strict
+token bucket answers 429 past it, counted as ``over_limit``):
+
+* cioguard: 2 worker nodes x 2 processes, unbatched, ``CIOGUARD_RATE_LIMIT=R`` (one token bucket
+  in Redis shared by every process);
+* Celery's built-in limit: the bare task of :mod:`bench.bare_app` with ``rate_limit="R/s"``, as a
+  user writes it, on the same 2 nodes x 2 processes. Celery keeps that bucket in each node's
+  memory, so 2 nodes send about 2R and the API refuses the excess (the bare task does not retry:
+  a refused person is lost);
+* the seed's serial loop: one process, the official client, ``identify`` then a 100 ms sleep.
+
+Figures: achieved rate (2xx answers per second over the sending interval) / R, sent rate / R,
+requests past the limit, people lost, the busiest 1-second window; and requests/s over time.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bench.bare_app import BareWorker, bare_env, send_people
+from bench.common import (
+    Stack,
+    StatsSampler,
+    attributes,
+    figure_path,
+    final_count,
+    ok_requests,
+    recorded,
+    run_seed,
+    say,
+    sized,
+    wait_for,
+)
+from bench.plots import new_figure, save
+from cioguard.celeryconf import build_celery
+from cioguard.config import Settings
+
+NAME = "rate_fidelity"
+RATE_PER_S = 50
+NODES, PROCESSES = 2, 2
+
+
+def _figures(stack: Stack, people: int) -> dict[str, Any]:
+    """Rates and counts of the phase that just ran, from the sandbox's own counters."""
+    stats = stack.sandbox.control.stats()
+    identify = stats["by_endpoint"].get("identify", {})
+    accepted = sum(n for status, n in identify.items() if status.startswith("2"))
+    sent = sum(identify.values())
+    interval_s = (stats["last_request_monotonic"] or 0) - (stats["first_request_monotonic"] or 0)
+    interval_s = max(interval_s, 1e-9)
+    gaps = (sent - 1) / sent if sent else 0.0  # n requests span n - 1 gaps
+    return {
+        "people": people,
+        "requests_sent": sent,
+        "requests_accepted": accepted,
+        "over_limit": stats["over_limit"],
+        "people_lost": max(0, people - accepted),
+        "interval_s": round(interval_s, 2),
+        "sent_per_s": round(sent * gaps / interval_s, 2),
+        "achieved_per_s": round(accepted * gaps / interval_s, 2),
+        "achieved_over_r": round(accepted * gaps / interval_s / RATE_PER_S, 3),
+        "sent_over_r": round(sent * gaps / interval_s / RATE_PER_S, 3),
+        "max_requests_in_any_1s_window": stats["max_requests_in_any_1s_window"],
+    }
+
+
+def _identify_requests(stack: Stack) -> int:
+    return sum(stack.sandbox.control.stats()["by_endpoint"].get("identify", {}).values())
+
+
+def run_cioguard(stack: Stack, people: int) -> tuple[dict[str, Any], StatsSampler]:
+    stack.phase(strict_rate_per_s=RATE_PER_S)
+    env = stack.env(CIOGUARD_RATE_LIMIT=RATE_PER_S, CIOGUARD_BATCH=0)
+    producer = stack.producer(env)
+    stack.start_workers(env, nodes=NODES, concurrency=PROCESSES)
+    try:
+        with StatsSampler(stack.sandbox) as sampler:
+            for i in range(people):
+                producer.identify(f"rate-{i}", attributes(i))
+            wait_for(lambda: final_count(producer.audit), people, timeout_s=people / 10 + 120)
+            time.sleep(0.5)
+        return _figures(stack, people), sampler
+    finally:
+        stack.stop_workers()
+        producer.audit.dispose()
+        producer.celery.close()
+
+
+def run_celery_rate_limit(
+    stack: Stack, people: int, celery_config: str
+) -> tuple[dict[str, Any], StatsSampler]:
+    """The bare task with ``rate_limit="R/s"``, under Celery's defaults or cioguard's settings."""
+    stack.phase(strict_rate_per_s=RATE_PER_S)
+    sandbox = stack.sandbox
+    env = bare_env(
+        stack.redis.url, sandbox.url, str(sandbox.ca_path), sandbox.site_id, sandbox.api_key,
+        rate_limit=f"{RATE_PER_S}/s", celery_config=celery_config,
+    )  # fmt: skip
+    stack.start_workers(env, nodes=NODES, concurrency=PROCESSES, factory=BareWorker)
+    celery = build_celery(Settings(CIOGUARD_BROKER_URL=stack.redis.url), "bench-bare-producer")
+    try:
+        with StatsSampler(sandbox) as sampler:
+            send_people(celery, people, attributes, prefix="rate")
+            wait_for(lambda: _identify_requests(stack), people, timeout_s=people / 2 + 120)
+            time.sleep(0.5)
+        result = _figures(stack, people)
+        result["accepted_checked"] = ok_requests(sandbox.control)
+        return result, sampler
+    finally:
+        stack.stop_workers()
+        celery.close()
+
+
+def run_seed_loop(stack: Stack, people: int) -> tuple[dict[str, Any], StatsSampler]:
+    stack.phase(strict_rate_per_s=RATE_PER_S)
+    with StatsSampler(stack.sandbox) as sampler:
+        seed = run_seed(stack, "identify", people, prefix="rate")
+        time.sleep(0.5)
+    result = _figures(stack, people)
+    result["seed_process_elapsed_s"] = round(seed["elapsed_s"], 2)
+    return result, sampler
+
+
+def plot(series: dict[str, dict[str, list[tuple[float, float]]]]) -> None:
+    fig, ax = new_figure(
+        f"Requests/s at the Track API, limit R = {RATE_PER_S}/s "
+        f"({NODES} nodes x {PROCESSES} processes)"
+    )
+    for i, (label, lines) in enumerate(series.items()):
+        sent, ok = lines["sent"], lines["ok"]
+        ax.plot([t for t, _ in sent], [r for _, r in sent], color=f"C{i}", label=f"{label}: sent")
+        if any(abs(a[1] - b[1]) > 0.5 for a, b in zip(sent, ok, strict=False)):
+            ax.plot([t for t, _ in ok], [r for _, r in ok], color=f"C{i}", linestyle=":",
+                    label=f"{label}: accepted (2xx)")  # fmt: skip
+    ax.axhline(RATE_PER_S, color="black", linestyle="--", linewidth=1, label=f"R = {RATE_PER_S}/s")
+    ax.set_xlabel("seconds since the first request")
+    ax.set_ylabel("requests per second")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8, loc="upper right")
+    save(fig, figure_path(NAME))
+
+
+def main() -> dict[str, Any]:
+    people = sized(1500, 200)
+    seed_people = sized(200, 30)
+    stalled_people = sized(200, 60)
+    with Stack() as stack, recorded(NAME) as result:
+        result["setup"] = {
+            "rate_per_s": RATE_PER_S, "nodes": NODES, "processes_per_node": PROCESSES,
+            "people": people, "seed_people": seed_people, "stalled_people": stalled_people,
+            "sandbox": "strict_rate_per_s=R",
+        }  # fmt: skip
+        series: dict[str, dict[str, list[tuple[float, float]]]] = {}
+        runs = [
+            ("cioguard", lambda: run_cioguard(stack, people)),
+            ("celery rate_limit", lambda: run_celery_rate_limit(stack, people, "defaults")),
+            (
+                "celery rate_limit, prefetch 1 + late acks",
+                lambda: run_celery_rate_limit(stack, stalled_people, "cioguard"),
+            ),
+            ("seed loop", lambda: run_seed_loop(stack, seed_people)),
+        ]
+        for label, run in runs:
+            say(f"{NAME}: {label}")
+            figures, sampler = run()
+            result[label] = figures
+            series[label] = {"sent": sampler.per_second("sent"), "ok": sampler.per_second("ok")}
+            say(f"{NAME}: {label}: {figures}")
+        result["series"] = series
+        plot(series)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Scrape a real worker: prefork pool of 2 processes, real Redis, the TLS sandbox, real HTTP.
+
+The counters must add up across the pool processes (multiprocess mode) and the deletion gauges
+must reflect the audit store at scrape time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import update
+
+from cioguard.api import Producer
+from cioguard.audit import utcnow
+from cioguard.audit_schema import deletion_requests
+from cioguard.devstack import WorkerProcess, free_port
+from cioguard.sandbox import SandboxServer
+from tests.helpers import wait_for_finals, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of an exposition text, keyed by name and label set."""
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(
+    found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    return found.get((name, frozenset(labels.items())), 0.0)
+
+
+def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    assert response.status_code == 200
+    return samples(response.text)
+
+
+def test_metrics_reflect_the_jobs_a_prefork_worker_ran(
+    producer: Producer, start_worker: Callable[..., WorkerProcess], cio: SandboxServer
+) -> None:
+    cio.control.configure(reject_id_prefix="poison-")
+    port = free_port()
+    start_worker(concurrency=2, CIOGUARD_METRICS_PORT=port)
+
+    jobs = [producer.identify(f"m-{i}", {"plan": "pro"}) for i in range(6)]
+    jobs += [producer.track(f"m-{i}", "signed_up", {"source": "ads"}) for i in range(3)]
+    jobs.append(producer.identify("poison-1", {"plan": "pro"}))
+    done = producer.delete_person("m-gone")
+    late = producer.delete_person("m-late")  # completed, then made failed and overdue below
+    wait_for_finals(producer.audit, len(jobs) + 2)
+    with producer.audit.engine.begin() as conn:
+        conn.execute(
+            update(deletion_requests)
+            .where(deletion_requests.c.request_id == late)
+            .values(state="failed", due_at=utcnow() - timedelta(days=1))
+        )
+
+    def counted() -> bool:
+        found = scrape(port)
+        return value(found, "cioguard_jobs_total", kind="identify", outcome="delivered") == 6
+
+    wait_until(counted, timeout_s=60, what="the identify counter")
+    found = scrape(port)
+
+    assert value(found, "cioguard_jobs_total", kind="identify", outcome="delivered") == 6
+    assert value(found, "cioguard_jobs_total", kind="track", outcome="delivered") == 3
+    assert value(found, "cioguard_jobs_total", kind="identify", outcome="dead_lettered") == 1
+    assert (
+        value(found, "cioguard_customerio_responses_total", operation="identify", status="200") == 6
+    )
+    assert (
+        value(found, "cioguard_customerio_responses_total", operation="identify", status="400") == 1
+    )
+    assert value(found, "cioguard_limiter_wait_seconds_count", limiter="track") >= 10
+    assert value(found, "cioguard_deletion_requests", state="completed") == 1
+    assert value(found, "cioguard_deletion_requests", state="failed") == 1
+    assert value(found, "cioguard_deletion_requests_overdue") == 1
+    assert value(found, "cioguard_audit_store_up") == 1
+    assert producer.deletion_status(done).state == "completed"
+    assert not any("m-" in name or "poison" in name for name, _ in found)
+    assert not any("poison" in v or "m-gone" in v for _, labels in found for _, v in labels)
