@@ -1,5 +1,5 @@
 """Every entry point stops on a configuration error with one line naming the variable and the
-expected form, a non-zero exit and no traceback.
+expected form, a non-zero exit and no traceback; and every CLI command formats cioguard's logs.
 
 Entry points: ``cioguard worker``, ``python -m cioguard worker``, ``celery -A cioguard.worker
 worker``, ``cioguard check``, ``cioguard status X`` and ``cioguard dead-letters list``, each run
@@ -9,10 +9,12 @@ FAIL finding on stdout, like every other finding; malformed values stop it like 
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -108,3 +110,27 @@ def test_env_example_with_its_empty_values_is_a_valid_configuration(tmp_path: Pa
     assert done.returncode == 1
     assert "no deletion request with id X" in done.stderr
     assert "configuration error" not in done.stderr
+
+
+@pytest.fixture
+def cioguard_logger() -> Iterator[logging.Logger]:
+    """The ``cioguard`` logger, restored afterwards (other tests rely on its defaults)."""
+    logger = logging.getLogger("cioguard")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield logger
+    logger.handlers[:], logger.level, logger.propagate = saved
+
+
+def test_every_cli_command_formats_cioguard_logs(
+    cioguard_logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cioguard import cli
+    from cioguard.logs import JsonFormatter
+
+    monkeypatch.setenv("CIOGUARD_LOG_FORMAT", "json")
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["keys", "new"])
+    assert exited.value.code == 0
+    [handler] = [h for h in cioguard_logger.handlers if getattr(h, "_cioguard", False)]
+    assert isinstance(handler.formatter, JsonFormatter)
+    assert cioguard_logger.level == logging.WARNING and not cioguard_logger.propagate

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import types
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -293,4 +294,48 @@ def test_aws_without_the_extra_names_the_package_to_install(
 ) -> None:
     monkeypatch.setitem(sys.modules, "boto3", None)
     with pytest.raises(ConfigurationError, match=r"pip install 'cioguard\[aws\]'"):
+        source_from_spec("aws:prod/")
+
+
+# -- building the real SDK clients (fake modules stand in for the packages) ----------------------
+
+
+def test_gcp_client_is_built_over_rest(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[dict[str, Any]] = []
+
+    def client_class(**kwargs: Any) -> FakeGcpClient:
+        built.append(kwargs)
+        return FakeGcpClient(gcp_secrets())
+
+    module = types.SimpleNamespace(SecretManagerServiceClient=client_class)
+    monkeypatch.setitem(sys.modules, "google.cloud.secretmanager", module)
+    assert source_from_spec("gcp:projects/p").get().api_key == "key-gcp"
+    assert built == [{"transport": "rest"}]
+
+
+def test_gcp_without_application_credentials_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class DefaultCredentialsError(Exception):
+        pass
+
+    def client_class(**kwargs: Any) -> None:
+        raise DefaultCredentialsError("Your default credentials were not found")
+
+    module = types.SimpleNamespace(SecretManagerServiceClient=client_class)
+    monkeypatch.setitem(sys.modules, "google.cloud.secretmanager", module)
+    with pytest.raises(ConfigurationError, match="DefaultCredentialsError"):
+        source_from_spec("gcp:projects/p")
+
+
+def test_aws_without_a_region_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    class NoRegionError(Exception):
+        pass
+
+    def client(service: str) -> None:
+        assert service == "secretsmanager"
+        raise NoRegionError("You must specify a region.")
+
+    monkeypatch.setitem(sys.modules, "boto3", types.SimpleNamespace(client=client))
+    with pytest.raises(ConfigurationError, match=r"NoRegionError.*AWS_REGION"):
         source_from_spec("aws:prod/")

@@ -174,7 +174,14 @@ def test_countdown_jitter_spreads_retries() -> None:
 
 
 def test_countdown_honours_a_longer_retry_after() -> None:
-    assert countdown(1, 45.0, cap_s=300) == 45.0
+    assert countdown(1, 45.0, cap_s=300, uniform=lambda lo, hi: lo) == 45.0
+
+
+def test_jobs_sent_back_by_one_pause_return_spread_out() -> None:
+    rng = random.Random(3)
+    delays = [countdown(1, 30.0, cap_s=300, uniform=rng.uniform) for _ in range(50)]
+    assert all(30.0 <= d <= 31.0 for d in delays)
+    assert len(set(delays)) == 50
 
 
 def test_countdown_keeps_the_backoff_when_retry_after_is_shorter() -> None:

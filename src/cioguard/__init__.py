@@ -10,7 +10,18 @@ the producer's dependencies.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # precise types for users' type checkers; runtime imports stay lazy
+    from cioguard.api import delete_person, deletion_status, identify, sanitize, track
+    from cioguard.errors import (
+        BrokerUnavailableError,
+        CioguardError,
+        ConfigurationError,
+        WebhookVerificationError,
+    )
+    from cioguard.gdpr import DeletionStatus
+    from cioguard.webhooks import on_webhook, sign_webhook, verify_webhook
 
 _EXPORTS = {
     "identify": "cioguard.api",
@@ -27,7 +38,21 @@ _EXPORTS = {
     "BrokerUnavailableError": "cioguard.errors",
     "WebhookVerificationError": "cioguard.errors",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "BrokerUnavailableError",
+    "CioguardError",
+    "ConfigurationError",
+    "DeletionStatus",
+    "WebhookVerificationError",
+    "delete_person",
+    "deletion_status",
+    "identify",
+    "on_webhook",
+    "sanitize",
+    "sign_webhook",
+    "track",
+    "verify_webhook",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
 
@@ -26,6 +27,7 @@ from cioguard.hashing import person_hash
 from cioguard.jobs import SEALED_REPR, Job, new_job_id
 from cioguard.policy import load_policy
 from cioguard.sanitizer import Sanitizer
+from cioguard.tombstones import Tombstones
 
 
 class Producer:
@@ -41,6 +43,7 @@ class Producer:
         self.envelope = Envelope(settings.payload_keys())
         self.celery = celery or build_celery(settings, "cioguard-producer")
         self._audit: AuditStore | None = None
+        self._tombstones: Tombstones | None = None
 
     @property
     def audit(self) -> AuditStore:
@@ -48,6 +51,15 @@ class Producer:
             self._audit = AuditStore.from_url(self.settings.audit_url)
             self._audit.migrate()
         return self._audit
+
+    @property
+    def tombstones(self) -> Tombstones:
+        if self._tombstones is None:
+            client = redis.Redis.from_url(
+                self.settings.broker_url, socket_connect_timeout=3, socket_timeout=5
+            )
+            self._tombstones = Tombstones(client, self.audit)
+        return self._tombstones
 
     def identify(self, person_id: str, attributes: Mapping[str, Any]) -> str:
         pid = validate.person_id(person_id)
@@ -78,6 +90,7 @@ class Producer:
         opened = gdpr.open_request(
             self.audit, hashed, reason=why, manner=how, mode=self.settings.deletion_mode
         )
+        self._mark_erased(hashed)
         if opened.state != "received":
             return opened.request_id
         job = Job(
@@ -86,6 +99,16 @@ class Producer:
         )  # fmt: skip
         self._enqueue(job, ERASE_TASK)
         return opened.request_id
+
+    def _mark_erased(self, hashed: str) -> None:
+        """Tombstone in Redis now, so jobs already queued are dropped even before the erase runs."""
+        try:
+            self.tombstones.add(hashed)
+        except (redis.RedisError, OSError) as exc:
+            raise BrokerUnavailableError(
+                f"the broker (CIOGUARD_BROKER_URL) did not answer ({type(exc).__name__}); "
+                "the deletion request is recorded but not enqueued: call delete_person again"
+            ) from None
 
     def deletion_status(self, request_id: str) -> gdpr.DeletionStatus:
         if not isinstance(request_id, str) or not request_id:

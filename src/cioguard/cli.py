@@ -29,7 +29,7 @@ PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]cioguard:[/] {message}", highlight=False)
+    err.print(f"[bold red]cioguard:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -133,8 +133,15 @@ _register_subcommands()
 
 
 def main(argv: list[str] | None = None) -> Any:
+    import logging
+    import os
+
+    from cioguard.logs import configure_logging
+
+    # Warnings and errors of any command in cioguard's format; worker/webhooks raise it to INFO.
+    configure_logging(os.environ.get("CIOGUARD_LOG_FORMAT") or "auto", level=logging.WARNING)
     try:
         return app(argv, standalone_mode=True)
     except ConfigurationError as exc:
-        err.print(f"cioguard: configuration error: {exc}", highlight=False)
+        err.print(f"cioguard: configuration error: {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)

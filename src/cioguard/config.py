@@ -29,6 +29,7 @@ MIN_HASH_KEY_BYTES = 32
 
 _EXPECTED: dict[str, str] = {
     "CUSTOMERIO_REGION": "'us' or 'eu'",
+    "CUSTOMERIO_WEBHOOK_SECRET": "the reporting-webhook signing key(s), comma-separated",
     "CIOGUARD_HASH_KEY": f"a random secret of at least {MIN_HASH_KEY_BYTES} characters "
     "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)",
     "CIOGUARD_PAYLOAD_KEY": "comma-separated Fernet keys, newest first "

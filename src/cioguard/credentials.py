@@ -265,9 +265,14 @@ def source_from_spec(spec: str, *, client: Any = None) -> CredentialSource:
 
 
 def _gcp_client() -> Any:
+    """A Secret Manager client over REST.
+
+    Note: REST rather than the default gRPC because Celery's prefork pool forks after the worker
+    has checked its credentials, and gRPC channels do not survive a fork cleanly.
+    """
     module = _import("google.cloud.secretmanager", "gcp:", GCP_INSTALL)
     try:
-        return module.SecretManagerServiceClient()
+        return module.SecretManagerServiceClient(transport="rest")
     except Exception as exc:  # e.g. DefaultCredentialsError: no application credentials
         raise ConfigurationError(
             f"CIOGUARD_SECRETS=gcp:...: cannot create a Secret Manager client "

@@ -90,13 +90,15 @@ def countdown(
 
     The delay is drawn from the upper half of the exponential step ("equal jitter"), so retries
     of jobs that failed together spread out without ever coming back almost at once.
-    Retry-After wins when it is longer, still capped: a countdown longer than the Redis
-    visibility timeout would be redelivered while it waits (celery-pitfalls.md).
+    A Retry-After is a floor: the delay is at least Retry-After plus a jitter of up to half a
+    step, so the jobs one fleet-wide pause sent back do not all return at the same instant.
+    Everything is capped by ``cap_s``: a countdown longer than the Redis visibility timeout would
+    be redelivered while it waits (celery-pitfalls.md).
     """
     base = min(cap_s, 2.0 ** min(max(1, attempt), _MAX_EXPONENT))
     delay = base / 2 + uniform(0, base / 2)
     if retry_after_s is not None:
-        delay = max(delay, retry_after_s)
+        delay = max(delay, retry_after_s + uniform(0, base / 2))
     return min(cap_s, delay)
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import kombu.pools
 import pytest
 from sqlalchemy import create_engine, select, text
 
@@ -119,6 +120,7 @@ def test_a_redis_restart_with_aof_loses_no_request(
         assert final_count(producer.audit) < 300, "the run ended before the restart"
         first.stop()  # whatever it held unacked is in the restored AOF
         _after_visibility_timeout(stopped_at)
+        kombu.pools.reset()  # this process's pooled broker connections died with the old Redis
         start_worker(concurrency=2, **aof)
         wait_for_finals(producer.audit, 300, timeout_s=180)
         _assert_all_completed_once(producer.audit, slow_sandbox, submitted)

@@ -6,8 +6,10 @@ must reflect the audit store at scrape time.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -46,7 +48,10 @@ def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 
 def test_metrics_reflect_the_jobs_a_prefork_worker_ran(
-    producer: Producer, start_worker: Callable[..., WorkerProcess], cio: SandboxServer
+    producer: Producer,
+    start_worker: Callable[..., WorkerProcess],
+    cio: SandboxServer,
+    tmp_path: Path,
 ) -> None:
     cio.control.configure(reject_id_prefix="poison-")
     port = free_port()
@@ -89,3 +94,11 @@ def test_metrics_reflect_the_jobs_a_prefork_worker_ran(
     assert producer.deletion_status(done).state == "completed"
     assert not any("m-" in name or "poison" in name for name, _ in found)
     assert not any("poison" in v or "m-gone" in v for _, labels in found for _, v in labels)
+
+    # the pool processes log one JSON line per finished job, with context and no person id
+    log = (tmp_path / "worker-0.log").read_text()
+    entries = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    delivered = [e for e in entries if e.get("outcome") == "delivered"]
+    assert len(delivered) == 9
+    assert all({"job_id", "kind", "person_hash"} <= e.keys() for e in delivered)
+    assert "poison-1" not in log and "m-gone" not in log
