@@ -20,6 +20,7 @@ from cioguard.config import Settings
 from cioguard.devstack import RedisServer, WorkerProcess
 from cioguard.envelope import new_key
 from cioguard.sandbox import SandboxServer
+from cioguard.sandbox_state import FaultConfig
 
 PG_URL = os.environ.get("CIOGUARD_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -48,6 +49,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]
 @pytest.fixture
 def cio(sandbox: SandboxServer) -> SandboxServer:
     sandbox.control.reset()
+    sandbox.control.configure(**FaultConfig().as_dict())
     sandbox.control.set_credentials([(sandbox.site_id, sandbox.api_key)])
     return sandbox
 

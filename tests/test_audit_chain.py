@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 
 from cioguard import gdpr
 from cioguard.audit import AuditEntry, AuditStore, row_digest, utcnow
-from cioguard.audit_chain import purge, verify
+from cioguard.audit_chain import check_published, purge, verify
 from cioguard.audit_schema import audit_log, chain_head, deletion_requests, tombstones
 from tests.conftest import PG_URL
 
@@ -62,7 +62,9 @@ def test_an_untouched_chain_verifies_and_reports_its_head(store: AuditStore) -> 
     result = verify(store)
     assert result.ok and result.rows_checked == ROWS
     head = store.head()
-    assert (result.head_seq, result.head_hash) == (head["seq"], head["hash"]) == (ROWS, head["hash"])
+    assert (
+        (result.head_seq, result.head_hash) == (head["seq"], head["hash"]) == (ROWS, head["hash"])
+    )
 
 
 def test_an_empty_chain_verifies(tmp_path: Path) -> None:
@@ -259,3 +261,14 @@ def test_postgresql_chain_verifies_purges_and_names_a_modified_row(pg_store: Aud
         conn.execute(update(audit_log).where(audit_log.c.seq == 6).values(detail="edited"))
     result = verify(pg_store)
     assert not result.ok and result.bad_seq == 6
+
+
+def test_a_published_head_is_checked_even_after_it_was_purged_into_the_anchor(
+    aged: AuditStore,
+) -> None:
+    sixth = _row(aged, 6)
+    assert check_published(aged, 6, sixth["row_hash"]) is None
+    purge(aged, retention_days=730)
+    assert check_published(aged, 6, sixth["row_hash"]) is None  # now the anchor
+    assert check_published(aged, 2, sixth["row_hash"]) is not None  # purged, unknowable
+    assert "no longer" in (check_published(aged, 7, "0" * 64) or "")

@@ -17,7 +17,9 @@ def at(year: int, month: int, day: int) -> datetime:
     ("reason", "default", "expected"),
     [("erasure", "gdpr", "gdpr"), ("CCPA_delete", "gdpr", "ccpa"), ("erasure", "ccpa", "ccpa")],
 )
-def test_regime_follows_the_reason_then_the_default(reason: str, default: str, expected: str) -> None:
+def test_regime_follows_the_reason_then_the_default(
+    reason: str, default: str, expected: str
+) -> None:
     assert regime_for(reason, default) == expected  # type: ignore[arg-type]
 
 

@@ -29,7 +29,9 @@ def store(tmp_path: Path) -> AuditStore:
     return s
 
 
-def _open(store: AuditStore, person_hash: str = ALICE, reason: str = "erasure") -> gdpr.OpenedRequest:
+def _open(
+    store: AuditStore, person_hash: str = ALICE, reason: str = "erasure"
+) -> gdpr.OpenedRequest:
     return gdpr.open_request(store, person_hash, reason=reason, manner="api", mode="suppress")
 
 
@@ -257,4 +259,6 @@ def test_a_404_from_customerio_counts_as_done(store: AuditStore, mode: str) -> N
     final = store.final_row(opened.job_id)
     assert final is not None and final["http_status"] == 404
     with store.reading() as conn:
-        assert conn.execute(select(audit_log.c.seq).where(audit_log.c.outcome == "failed")).all() == []
+        assert (
+            conn.execute(select(audit_log.c.seq).where(audit_log.c.outcome == "failed")).all() == []
+        )

@@ -124,6 +124,22 @@ def _check_anchor(conn: Connection, anchor_seq: int, anchor_hash: str) -> None:
         raise _Broken(latest.seq, f"the chain anchor differs from purge row {latest.seq}")
 
 
+def check_published(store: AuditStore, seq: int, digest: str) -> str | None:
+    """None if the chain still holds ``digest`` at ``seq`` (a head published earlier); else why.
+
+    Run after :func:`verify`: a chain that verifies but no longer holds a published hash was
+    rebuilt. A published seq that was purged since can still be checked if it is the anchor.
+    """
+    with store.reading() as conn:
+        found = conn.scalar(select(audit_log.c.row_hash).where(audit_log.c.seq == seq))
+        if found is None:
+            head = conn.execute(select(chain_head).where(chain_head.c.id == 1)).one()
+            if seq != int(head.anchor_seq):
+                return f"row {seq} is not in the chain (purged, or never written)"
+            found = head.anchor_hash
+    return None if found == digest else f"row {seq} no longer has the published hash"
+
+
 @dataclass(frozen=True)
 class Purge:
     """What :func:`purge` removed (or would remove, with ``dry_run``)."""

@@ -80,12 +80,13 @@ def dead_letters_list(all_: bool = typer.Option(False, "--all", help="include re
     from cioguard.api import get_producer
 
     rows = guarded(lambda: deadletters.list_all(get_producer().audit, include_replayed=all_))
-    table = Table("job", "kind", "error", "status", "at", "replayed")
+    table = Table("kind", "error", "status", "at", "replayed")
+    table.add_column("job", no_wrap=True, min_width=26)
     for dl in rows:
         table.add_row(
-            dl.job_id, dl.kind, dl.error_class or "-", str(dl.http_status or "-"),
+            dl.kind, dl.error_class or "-", str(dl.http_status or "-"),
             dl.created_at.isoformat(timespec="seconds"),
-            dl.replayed_at.isoformat(timespec="seconds") if dl.replayed_at else "-",
+            dl.replayed_at.isoformat(timespec="seconds") if dl.replayed_at else "-", dl.job_id,
         )  # fmt: skip
     console.print(table)
 

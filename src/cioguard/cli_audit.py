@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TextIO
 
@@ -48,22 +49,51 @@ def open_store(*, migrate: bool = False) -> AuditStore:
 
 
 @audit_app.command("verify")
-def verify() -> None:
+def verify(
+    published: Annotated[
+        list[str] | None,
+        typer.Option(help="a head published earlier, as SEQ:HASH (repeatable): must still match"),
+    ] = None,
+) -> None:
     """Check the hash chain; name the first bad row (exit 1), or print the head to publish."""
     from cioguard.audit_chain import verify as verify_chain
     from cioguard.cli import guarded
 
-    result = guarded(lambda: verify_chain(open_store()))
+    expected = [_published(p) for p in published or []]
+    store = open_store()
+    result = guarded(lambda: verify_chain(store))
     if not result.ok:
         err.print(f"[bold red]FAILED[/] first bad row: seq {result.bad_seq}: {result.problem}")
         err.print(f"recorded head: seq {result.head_seq} hash {result.head_hash}", highlight=False)
         raise typer.Exit(1)
+    _check_published(store, expected)
     console.print(
         f"OK: {result.rows_checked} rows verified (from seq {result.anchor_seq + 1}).",
         highlight=False,
     )
     console.print(f"head seq {result.head_seq} hash {result.head_hash}", highlight=False)
     console.print("Publish this line where the worker cannot write it (see docs/erasure.md).")
+
+
+def _published(value: str) -> tuple[int, str]:
+    seq, _, digest = value.partition(":")
+    if not seq.isdigit() or len(digest) != 64:
+        raise typer.BadParameter(
+            "expected SEQ:HASH, e.g. 48210:3f1c0a...", param_hint="--published"
+        )
+    return int(seq), digest.lower()
+
+
+def _check_published(store: AuditStore, expected: list[tuple[int, str]]) -> None:
+    from cioguard.audit_chain import check_published
+    from cioguard.cli import guarded
+
+    for seq, digest in expected:
+        problem = guarded(partial(check_published, store, seq, digest))
+        if problem is not None:
+            err.print(f"[bold red]FAILED[/] published head seq {seq}: {problem}")
+            raise typer.Exit(1)
+        console.print(f"published head seq {seq} still matches", highlight=False)
 
 
 @audit_app.command("export")

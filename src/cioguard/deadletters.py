@@ -69,7 +69,7 @@ def record(
 
 
 def _alert(job_id: str, kind: str, error_class: str, http_status: int | None) -> None:
-    log.error(
+    log.warning(  # warning: Sentry's logging integration would make an error a second event
         "job dead-lettered",
         extra={"job_id": job_id, "kind": kind, "error_class": error_class, "status": http_status},
     )

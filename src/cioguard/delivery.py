@@ -21,6 +21,7 @@ from cioguard.runtime import Runtime
 
 log = logging.getLogger("cioguard.delivery")
 T = TypeVar("T")
+DEFAULT_429_PAUSE_S = 1.0  # a 429 without Retry-After still slows the whole fleet down
 
 
 def deliver(rt: Runtime, job: Job, sealed: str, *, attempt: int) -> str:
@@ -100,8 +101,8 @@ def limited(rt: Runtime, call: Callable[[], T]) -> T:
     try:
         return call()
     except RetryableError as exc:
-        if exc.status == 429 and exc.retry_after_s:
-            rt.limiter.pause_fleet(exc.retry_after_s)
+        if exc.status == 429:
+            rt.limiter.pause_fleet(exc.retry_after_s or DEFAULT_429_PAUSE_S)
         raise
 
 

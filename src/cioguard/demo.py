@@ -158,7 +158,9 @@ def _summary(
     table.add_row("failed (dead-lettered)", str(outcomes.get("dead_lettered", 0)))
     table.add_row("requests to Customer.io (sandbox)", str(requests))
     table.add_row("requests/s", f"{requests / elapsed:.1f}" if elapsed else "-")
-    table.add_row("jobs/s (enqueue to last audit row)", f"{finals / elapsed:.0f}" if elapsed else "-")
+    table.add_row(
+        "jobs/s (enqueue to last audit row)", f"{finals / elapsed:.0f}" if elapsed else "-"
+    )
     table.add_row("audit rows (hash-chained)", str(rows))
     table.add_row("wall time", f"{elapsed:.1f} s")
     console.print(table)

@@ -38,11 +38,12 @@ class Job:
     data: dict[str, Any] | None = None
     timestamp: int | None = None
     request_id: str | None = None
+    original_event_id: str | None = None  # kept when a dead letter is replayed under a new id
 
     @property
     def event_id(self) -> str:
-        """The deterministic event id Customer.io deduplicates on (the job's ULID)."""
-        return self.job_id
+        """The deterministic event id Customer.io deduplicates on: the (first) job's ULID."""
+        return self.original_event_id or self.job_id
 
     def to_payload(self) -> dict[str, Any]:
         return {"v": PAYLOAD_VERSION, **asdict(self)}

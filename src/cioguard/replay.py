@@ -25,7 +25,7 @@ def replay(*, job_id: str | None) -> int:
             replay_dead_letter(producer, letter)
             continue
         job = Job.from_payload(producer.envelope.open(letter.sealed))
-        fresh = replace(job, job_id=new_job_id())
+        fresh = replace(job, job_id=new_job_id(), original_event_id=job.event_id)
         task = ERASE_TASK if job.kind == "delete" else DELIVER_TASK
         if job.kind == "delete" and job.request_id:
             from cioguard import gdpr

@@ -32,6 +32,7 @@ from cioguard.delivery_batch import BatchItem, ItemResult, run_batch
 from cioguard.envelope import EnvelopeError
 from cioguard.errors import AuditUnavailableError, RetryableError
 from cioguard.jobs import SEALED_REPR, Job
+from cioguard.ratelimit import RateLimitedError
 from cioguard.retrying import countdown, exhausted
 from cioguard.runtime import Runtime, get_runtime
 
@@ -101,6 +102,8 @@ def _give_up(rt: Runtime, job: Job, attempt: int, exc: Exception) -> bool:
     if isinstance(exc, AuditUnavailableError):
         return False
     s = rt.settings
+    if isinstance(exc, RateLimitedError):  # waiting out the fleet's limit is not a failure
+        attempt = 0
     return exhausted(attempt, job.created_at, max_attempts=s.max_attempts, max_age_s=s.max_age_s)
 
 

@@ -21,7 +21,7 @@ from tests.helpers import final_rows, wait_for_finals, wait_until
 
 pytestmark = pytest.mark.e2e
 
-BATCH_MODES = ["0"]
+BATCH_MODES = ["0", "1"]
 # The fault test needs enough requests for every fault to show up, so a batching worker sends
 # few operations per request there.
 FAULT_MODE_SETTINGS: dict[str, dict[str, str]] = {"0": {}, "1": {"CIOGUARD_BATCH_MAX_OPS": "1"}}

@@ -121,7 +121,9 @@ def test_jobs_queued_before_and_after_a_deletion_are_dropped_even_after_a_redis_
     fresh.celery.close()
 
 
-def _bulk(env: dict[str, str], *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
+def _bulk(
+    env: dict[str, str], *args: str, timeout_s: float = 300
+) -> subprocess.CompletedProcess[str]:
     """``cioguard delete ...`` as a user runs it: a separate process, wide output."""
     child_env = {**os.environ, **env, "COLUMNS": "200"}
     return subprocess.run(
@@ -143,7 +145,7 @@ def _run_bulk(
     env: dict[str, str], tmp_path: Path, producer: Producer, cio: SandboxServer, count: int
 ) -> None:
     ids = [f"bulk-{i}" for i in range(count)]
-    lines = ids[:10] + ["poison-1", " spaced-id", "", "bulk-3"] + ids[10:] + ["bulk-4"]
+    lines = [*ids[:10], "poison-1", " spaced-id", "", "bulk-3", *ids[10:], "bulk-4"]
     ids_file = tmp_path / "ids.txt"
     ids_file.write_text("\n".join(lines) + "\n")
 

@@ -23,7 +23,7 @@ from tests.helpers import final_count, final_rows, wait_for_finals, wait_until
 
 pytestmark = pytest.mark.e2e
 
-BATCH_MODES = ["0"]
+BATCH_MODES = ["0", "1"]
 OLD_KEY, NEW_KEY = "track-key-before-rotation", "track-key-after-rotation"
 PEOPLE = 150
 

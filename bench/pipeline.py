@@ -1,0 +1,111 @@
+"""Pipeline overhead at an unlimited rate: cioguard's full path against a bare Celery task.
+
+Both run on one worker node with the same concurrency (2 processes, the machine's 2 cores), the
+same Celery settings, the same Redis and the same TLS sandbox, unbatched, the rate limit set far
+above what the machine can reach. cioguard's path: validate, sanitize and encrypt in the
+application; in the worker decrypt, has-final check, tombstone check, sanitize again, the shared
+token bucket, the HTTPS call with classified errors, the hash-chained audit row. The bare task
+(:mod:`bench.bare_app`) only makes the HTTPS call.
+
+Two timings (see :mod:`bench.runs`): ``e2e`` (the application enqueues while the workers
+consume, the full path) and ``drain`` (workers only, from a full queue). The figure of merit is
+cioguard's jobs/s divided by the bare task's, target >= 0.7. CPU milliseconds per job of each
+part of the stack are recorded too: on a shared 2-core machine they are steadier than wall time.
+
+With ``py-spy`` installed, a last phase profiles cioguard's pool processes while they drain a
+queue and stores the summary (:mod:`bench.profile`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bench import profile
+from bench.common import (
+    Stack,
+    attributes,
+    figure_path,
+    final_count,
+    recorded,
+    say,
+    sized,
+    wait_for,
+)
+from bench.plots import new_figure, save
+from bench.runs import RunResult, bare_run, cioguard_run
+
+NAME = "pipeline_overhead"
+TARGET = 0.7
+CONCURRENCY = 2
+
+
+def profile_cioguard(stack: Stack, jobs: int, seconds: int) -> dict[str, Any]:
+    """py-spy on the pool processes of one cioguard node draining ``jobs`` identifies."""
+    stack.phase()
+    env = stack.env(CIOGUARD_BATCH=0)
+    producer = stack.producer(env)
+    [worker] = stack.start_workers(env, nodes=1, concurrency=CONCURRENCY)
+    try:
+        for i in range(20):
+            producer.identify(f"warm-{i}", attributes(i))
+        wait_for(lambda: final_count(producer.audit), 20, timeout_s=120)
+        stack.pause_consumers()
+        time.sleep(0.5)
+        for i in range(jobs):
+            producer.identify(f"person-{i}", attributes(i))
+        stack.resume_consumers()
+        files = profile.record(profile.pool_pids(worker.pid), seconds)
+        return {"seconds": seconds, **profile.summarize(files)}
+    finally:
+        stack.stop_workers()
+        producer.audit.dispose()
+        producer.celery.close()
+
+
+def plot(runs: dict[str, RunResult]) -> None:
+    fig, ax = new_figure(f"Jobs/s at an unlimited rate, 1 node x {CONCURRENCY} processes")
+    modes = ["e2e", "drain"]
+    width = 0.38
+    for i, system in enumerate(["bare celery", "cioguard"]):
+        values = [runs[f"{system} {mode}"].jobs_per_s for mode in modes]
+        xs = [m + (i - 0.5) * width for m in range(len(modes))]
+        drawn = ax.bar(xs, values, width, label=system, color=f"C{i}")
+        for bar, value in zip(drawn, values, strict=True):
+            ax.annotate(f"{value:.0f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize=9)  # fmt: skip
+    ax.set_xticks(range(len(modes)), ["end to end (enqueue + deliver)", "workers only (drain)"])
+    ax.set_ylabel("jobs per second")
+    ax.legend(fontsize=9)
+    save(fig, figure_path(NAME))
+
+
+def main() -> dict[str, Any]:
+    jobs = sized(2000, 300)
+    with Stack() as stack, recorded(NAME) as result:
+        result["setup"] = {"jobs": jobs, "concurrency": CONCURRENCY, "batch": False,
+                           "rate_limit": "unlimited (1,000,000/s)"}  # fmt: skip
+        runs: dict[str, RunResult] = {}
+        for mode in ("e2e", "drain"):
+            for system, run in (("bare celery", bare_run), ("cioguard", cioguard_run)):
+                say(f"{NAME}: {system} {mode}")
+                runs[f"{system} {mode}"] = run(
+                    stack, jobs=jobs, mode=mode, concurrency=CONCURRENCY
+                )
+                say(f"{NAME}: {runs[f'{system} {mode}'].as_dict()}")
+        result["runs"] = {k: v.as_dict() for k, v in runs.items()}
+        for mode in ("e2e", "drain"):
+            ratio = runs[f"cioguard {mode}"].jobs_per_s / runs[f"bare celery {mode}"].jobs_per_s
+            result[f"ratio_{mode}"] = round(ratio, 3)
+        result["ratio"] = result["ratio_e2e"]
+        result["target"] = TARGET
+        result["met"] = result["ratio"] >= TARGET
+        if profile.py_spy() is not None:
+            say(f"{NAME}: profiling cioguard's pool processes with py-spy")
+            result["profile"] = profile_cioguard(stack, sized(2000, 300), sized(10, 3))
+        plot(runs)
+    return result
+
+
+if __name__ == "__main__":
+    main()
