@@ -36,7 +36,6 @@ QUEUE = "bench-bare"
 TASK = "bench.bare.identify"
 
 
-
 def _config() -> dict[str, Any]:
     """cioguard's Celery settings (``BENCH_CELERY_CONFIG=cioguard``, the default) or Celery's
     own defaults (``defaults``: prefetch 4, early acks), what a user's few lines would run."""
@@ -74,8 +73,15 @@ def identify(person_id: str, attributes: dict[str, Any]) -> int:
     return _session().put(url, json=attributes, timeout=10, verify=verify).status_code
 
 
-def bare_env(broker_url: str, track_url: str, ca_bundle: str, site_id: str, api_key: str,
-             rate_limit: str | None = None, celery_config: str = "cioguard") -> dict[str, str]:  # fmt: skip
+def bare_env(
+    broker_url: str,
+    track_url: str,
+    ca_bundle: str,
+    site_id: str,
+    api_key: str,
+    rate_limit: str | None = None,
+    celery_config: str = "cioguard",
+) -> dict[str, str]:
     """The environment of a bare worker (the repository root on the path, for ``bench``)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {

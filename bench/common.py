@@ -428,6 +428,7 @@ class CpuSnapshot:
 
     def per_job_ms(self, later: CpuSnapshot, jobs: int) -> dict[str, float]:
         """Milliseconds of CPU per job spent in each part between two snapshots."""
+
         def ms(a: float, b: float) -> float:
             return round((b - a) * 1000 / max(jobs, 1), 3)
 

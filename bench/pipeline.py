@@ -89,9 +89,7 @@ def main() -> dict[str, Any]:
         for mode in ("e2e", "drain"):
             for system, run in (("bare celery", bare_run), ("cioguard", cioguard_run)):
                 say(f"{NAME}: {system} {mode}")
-                runs[f"{system} {mode}"] = run(
-                    stack, jobs=jobs, mode=mode, concurrency=CONCURRENCY
-                )
+                runs[f"{system} {mode}"] = run(stack, jobs=jobs, mode=mode, concurrency=CONCURRENCY)
                 say(f"{NAME}: {runs[f'{system} {mode}'].as_dict()}")
         result["runs"] = {k: v.as_dict() for k, v in runs.items()}
         for mode in ("e2e", "drain"):

@@ -9,9 +9,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 
 def new_figure(title: str, *, width: float = 8.0, height: float = 4.5) -> tuple[Figure, Axes]:
@@ -21,9 +21,7 @@ def new_figure(title: str, *, width: float = 8.0, height: float = 4.5) -> tuple[
     return fig, ax
 
 
-def bars(
-    ax: Axes, labels: Sequence[str], values: Sequence[float], *, fmt: str = "{:.0f}"
-) -> None:
+def bars(ax: Axes, labels: Sequence[str], values: Sequence[float], *, fmt: str = "{:.0f}") -> None:
     """A bar per label, its value written on top."""
     colors = [f"C{i}" for i in range(len(labels))]
     drawn = ax.bar(labels, values, color=colors)

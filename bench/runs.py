@@ -23,7 +23,15 @@ from typing import Any
 from bench.bare_app import QUEUE as BARE_QUEUE
 from bench.bare_app import TASK as BARE_TASK
 from bench.bare_app import BareWorker, bare_env
-from bench.common import CpuSnapshot, Stack, attributes, final_count, ok_requests, wait_for
+from bench.common import (
+    CpuSnapshot,
+    Stack,
+    attributes,
+    final_count,
+    final_times,
+    ok_requests,
+    wait_for,
+)
 from cioguard.celeryconf import build_celery
 from cioguard.config import Settings
 
@@ -44,6 +52,7 @@ class RunResult:
     enqueue_s: float
     cpu_ms_per_job: dict[str, float]
     requests: int
+    per_second: list[int]
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,6 +73,7 @@ def _measure(
     enqueue: Callable[[int, int], None],
     done: Callable[[], int],
     queue: str,
+    completions: Callable[[], list[float]] | None = None,
 ) -> RunResult:
     """Warm up, then time ``jobs`` jobs in ``mode`` (``done()`` counts completions)."""
     enqueue(0, WARMUP_JOBS)
@@ -82,24 +92,41 @@ def _measure(
         t_enq = time.perf_counter()
         enqueue(WARMUP_JOBS, jobs)
         enqueue_s = time.perf_counter() - t_enq
+    started_wall = time.time() - (time.monotonic() - cpu0.at)
     finished_at = wait_for(done, WARMUP_JOBS + jobs, timeout_s=_timeout_s(jobs), poll_s=0.05)
     cpu1 = CpuSnapshot.take(stack)
     seconds = finished_at - cpu0.at
+    per_second = _per_second(completions(), started_wall) if completions else []
     requests = stack.sandbox.control.stats()["requests_total"] - requests_before
     return RunResult(
         system=system, mode=mode, concurrency=concurrency, batch=batch, jobs=jobs,
         seconds=round(seconds, 3), jobs_per_s=round(jobs / seconds, 1),
         enqueue_s=round(enqueue_s, 3), cpu_ms_per_job=cpu0.per_job_ms(cpu1, jobs),
-        requests=requests,
+        requests=requests, per_second=per_second,
     )  # fmt: skip
+
+
+def _per_second(stamps: list[float], started_wall: float) -> list[int]:
+    """Completions in each second after ``started_wall`` (warm-up rows fall before it)."""
+    buckets: list[int] = []
+    for stamp in stamps:
+        second = int(stamp - started_wall)
+        if second < 0:
+            continue
+        buckets.extend([0] * (second + 1 - len(buckets)))
+        buckets[second] += 1
+    return buckets
 
 
 def cioguard_run(
     stack: Stack, *, jobs: int, mode: str, concurrency: int = 2, batch: bool = False,
-    **env_overrides: Any,
+    faults: dict[str, Any] | None = None, **env_overrides: Any,
 ) -> RunResult:  # fmt: skip
-    """A cioguard fleet (one node) at an unlimited rate unless ``env_overrides`` say otherwise."""
-    stack.phase()
+    """A cioguard fleet (one node) at an unlimited rate unless ``env_overrides`` say otherwise.
+
+    ``faults`` configure the sandbox for this run (``strict_rate_per_s`` for a limit).
+    """
+    stack.phase(**(faults or {}))
     env = stack.env(CIOGUARD_BATCH=int(batch), **env_overrides)
     producer = stack.producer(env)
     stack.start_workers(env, nodes=1, concurrency=concurrency)
@@ -112,6 +139,7 @@ def cioguard_run(
         return _measure(
             stack, system="cioguard", mode=mode, concurrency=concurrency, batch=batch, jobs=jobs,
             enqueue=enqueue, done=lambda: final_count(producer.audit), queue="cioguard",
+            completions=lambda: final_times(producer.audit),
         )  # fmt: skip
     finally:
         stack.stop_workers()

@@ -71,6 +71,8 @@ def delete(
     submitted = guarded(lambda: _submit(producer, ids, reason))
     states = _wait(producer, submitted, timeout_s) if wait else None
     console.print(_summary(parsed, submitted, states))
+    if states and states["failed"]:
+        err.print("failed requests: `cioguard deletions list --state failed`, then dead letters")
     failed = bool(states and (states["failed"] or _open(states)))
     raise typer.Exit(1 if parsed.bad or failed else 0)
 

@@ -58,8 +58,6 @@ _EXPECTED: dict[str, str] = {
     "postgresql+psycopg://user:password@host:5432/db",
     "CIOGUARD_TRACK_URL": "an https:// URL (unset = Customer.io's host for CUSTOMERIO_REGION)",
     "CIOGUARD_FLOWER_URL": "the http(s):// URL Flower answers on, e.g. http://flower:5555",
-    "CUSTOMERIO_WEBHOOK_SECRET": "the reporting-webhook signing key(s) from Customer.io, "
-    "comma-separated during a rotation",
 }
 _AUDIT_DIALECTS = ("sqlite", "postgresql")
 

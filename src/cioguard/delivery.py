@@ -50,10 +50,6 @@ def erase(rt: Runtime, job: Job, sealed: str, *, attempt: int) -> str:
     try:
         status = send(rt, _erase_request(rt, job, current.mode))
     except PermanentError as exc:
-        gdpr.transition(
-            rt.audit, job.request_id, "failed", job_id=job.job_id, attempts=attempts,
-            error_class=type(exc).__name__, http_status=exc.status,
-        )  # fmt: skip
         return dead_letter(rt, job, sealed, exc, attempt)
     gdpr.transition(
         rt.audit, job.request_id, "completed", job_id=job.job_id, attempts=attempts,
@@ -123,7 +119,13 @@ def send(rt: Runtime, request: Callable[[], T]) -> T:
 
 
 def dead_letter(rt: Runtime, job: Job, sealed: str, exc: BaseException, attempt: int) -> str:
+    """Give up on a job: its deletion request (if any) fails, the job becomes a dead letter."""
     status = getattr(exc, "status", None)
+    if job.kind == "delete" and job.request_id:
+        gdpr.transition(
+            rt.audit, job.request_id, "failed", job_id=job.job_id, attempts=attempt,
+            error_class=type(exc).__name__, http_status=status,
+        )  # fmt: skip
     deadletters.record(
         rt.audit, job_id=job.job_id, kind=job.kind, person_hash=job.person_hash, sealed=sealed,
         error_class=type(exc).__name__, http_status=status, attempts=attempt,

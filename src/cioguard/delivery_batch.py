@@ -206,16 +206,9 @@ def _one_by_one(rt: Runtime, item: BatchItem) -> ItemResult:
 
 
 def _dead(rt: Runtime, item: BatchItem, exc: Exception) -> ItemResult:
-    def record() -> str:
-        job = item.job
-        if job.kind == "delete" and job.request_id:
-            gdpr.transition(
-                rt.audit, job.request_id, "failed", job_id=job.job_id, attempts=item.attempt,
-                error_class=type(exc).__name__, http_status=getattr(exc, "status", None),
-            )  # fmt: skip
-        return delivery.dead_letter(rt, job, item.sealed, exc, item.attempt)
-
-    return _settle(rt, item, record)
+    return _settle(
+        rt, item, lambda: delivery.dead_letter(rt, item.job, item.sealed, exc, item.attempt)
+    )
 
 
 def _settle(rt: Runtime, item: BatchItem, step: Callable[[], str]) -> ItemResult:

@@ -17,7 +17,7 @@ from cioguard import metrics
 from cioguard.celeryconf import build_celery
 from cioguard.config import Settings, get_settings
 from cioguard.credentials import source_from_spec
-from cioguard.errors import ConfigurationError
+from cioguard.errors import CioguardError, ConfigurationError
 from cioguard.policy import load_policy
 
 
@@ -53,6 +53,8 @@ def _on_worker_init(**_: Any) -> None:
     store = AuditStore.from_url(settings.audit_url)
     try:
         store.migrate()
+    except CioguardError as exc:  # SystemExit passes through Celery's signal dispatch
+        sys.exit(f"cioguard: audit store not usable at start: {exc}")
     finally:
         store.dispose()
 

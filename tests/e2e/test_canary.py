@@ -109,7 +109,7 @@ def _run_and_observe(
         if not inflight:
             snapshot = dump_inspect(control, [worker.name])
             held = dump_redis(client)
-            if inspect_has_scheduled(snapshot) or _countdown_held(held):
+            if _countdown_held(held) if batched else inspect_has_scheduled(snapshot):
                 inflight.update({f"inflight-{k}": v for k, v in snapshot.items()})
                 inflight.update({f"inflight-{k}": v for k, v in held.items()})
                 with flower.client() as http:

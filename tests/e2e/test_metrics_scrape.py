@@ -24,6 +24,7 @@ from cioguard.sandbox import SandboxServer
 from tests.helpers import wait_for_finals, wait_until
 
 pytestmark = pytest.mark.e2e
+RESPONSES = "cioguard_customerio_responses_total"
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -102,3 +103,26 @@ def test_metrics_reflect_the_jobs_a_prefork_worker_ran(
     assert len(delivered) == 9
     assert all({"job_id", "kind", "person_hash"} <= e.keys() for e in delivered)
     assert "poison-1" not in log and "m-gone" not in log
+
+
+def test_metrics_count_jobs_of_a_batching_worker(
+    producer: Producer, start_worker: Callable[..., WorkerProcess], cio: SandboxServer
+) -> None:
+    cio.control.configure(reject_id_prefix="poison-")
+    port = free_port()
+    start_worker(concurrency=2, CIOGUARD_METRICS_PORT=port, CIOGUARD_BATCH="1")
+
+    jobs = [producer.identify(f"b-{i}", {"plan": "pro"}) for i in range(6)]
+    jobs.append(producer.identify("poison-2", {"plan": "pro"}))
+    wait_for_finals(producer.audit, len(jobs))
+
+    def counted() -> bool:
+        found = scrape(port)
+        return value(found, "cioguard_jobs_total", kind="identify", outcome="delivered") == 6
+
+    wait_until(counted, timeout_s=60, what="the identify counter")
+    found = scrape(port)
+    assert value(found, "cioguard_jobs_total", kind="identify", outcome="dead_lettered") == 1
+    batches = [v for (name, labels), v in found.items() if name == RESPONSES and
+               dict(labels).get("operation") == "batch"]  # fmt: skip
+    assert sum(batches) >= 1
