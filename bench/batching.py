@@ -7,12 +7,15 @@ request carries up to that many people, so the rate stops being the ceiling and 
 own cost per person becomes it. One worker node, 2 processes, a queue filled beforehand (a
 backlog: the case where the rate matters); timed from the workers' resume to the last final
 audit row. Target: batched >= 50x unbatched.
+
+With ``py-spy`` installed, a last phase profiles the batched worker (:mod:`bench.pyspy`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from bench import pyspy
 from bench.common import Stack, figure_path, recorded, say, sized
 from bench.plots import new_figure, save
 from bench.runs import RunResult, cioguard_run
@@ -69,6 +72,12 @@ def main() -> dict[str, Any]:
         result["ratio"] = round(runs["batched"].jobs_per_s / runs["unbatched"].jobs_per_s, 2)
         result["target"] = TARGET
         result["met"] = result["ratio"] >= TARGET
+        if pyspy.py_spy() is not None:
+            say(f"{NAME}: profiling the batched worker with py-spy (unlimited rate)")
+            result["profile"] = pyspy.profile_cioguard(
+                stack, jobs=sized(8000, 800), seconds=sized(8, 2), concurrency=CONCURRENCY,
+                batch=True,
+            )  # fmt: skip
         plot(runs)
     return result
 

@@ -13,24 +13,20 @@ cioguard's jobs/s divided by the bare task's, target >= 0.7. CPU milliseconds pe
 part of the stack are recorded too: on a shared 2-core machine they are steadier than wall time.
 
 With ``py-spy`` installed, a last phase profiles cioguard's pool processes while they drain a
-queue and stores the summary (:mod:`bench.profile`).
+queue and stores the summary (:mod:`bench.pyspy`).
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from bench import profile
+from bench import pyspy
 from bench.common import (
     Stack,
-    attributes,
     figure_path,
-    final_count,
     recorded,
     say,
     sized,
-    wait_for,
 )
 from bench.plots import new_figure, save
 from bench.runs import RunResult, bare_run, cioguard_run
@@ -38,29 +34,6 @@ from bench.runs import RunResult, bare_run, cioguard_run
 NAME = "pipeline_overhead"
 TARGET = 0.7
 CONCURRENCY = 2
-
-
-def profile_cioguard(stack: Stack, jobs: int, seconds: int) -> dict[str, Any]:
-    """py-spy on the pool processes of one cioguard node draining ``jobs`` identifies."""
-    stack.phase()
-    env = stack.env(CIOGUARD_BATCH=0)
-    producer = stack.producer(env)
-    [worker] = stack.start_workers(env, nodes=1, concurrency=CONCURRENCY)
-    try:
-        for i in range(20):
-            producer.identify(f"warm-{i}", attributes(i))
-        wait_for(lambda: final_count(producer.audit), 20, timeout_s=120)
-        stack.pause_consumers()
-        time.sleep(0.5)
-        for i in range(jobs):
-            producer.identify(f"person-{i}", attributes(i))
-        stack.resume_consumers()
-        files = profile.record(profile.pool_pids(worker.pid), seconds)
-        return {"seconds": seconds, **profile.summarize(files)}
-    finally:
-        stack.stop_workers()
-        producer.audit.dispose()
-        producer.celery.close()
 
 
 def plot(runs: dict[str, RunResult]) -> None:
@@ -98,9 +71,11 @@ def main() -> dict[str, Any]:
         result["ratio"] = result["ratio_e2e"]
         result["target"] = TARGET
         result["met"] = result["ratio"] >= TARGET
-        if profile.py_spy() is not None:
+        if pyspy.py_spy() is not None:
             say(f"{NAME}: profiling cioguard's pool processes with py-spy")
-            result["profile"] = profile_cioguard(stack, sized(2000, 300), sized(10, 3))
+            result["profile"] = pyspy.profile_cioguard(
+                stack, jobs=sized(4000, 600), seconds=sized(8, 2), concurrency=CONCURRENCY
+            )
         plot(runs)
     return result
 

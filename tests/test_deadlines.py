@@ -6,7 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cioguard.deadlines import add_months, due_date, extended_due_date, regime_for
+from cioguard.deadlines import (
+    add_months,
+    due_date,
+    extend_due_date,
+    extended_due_date,
+    extension_reason,
+    regime_for,
+)
+from cioguard.errors import InvalidInputError
 
 
 def at(year: int, month: int, day: int) -> datetime:
@@ -51,3 +59,34 @@ def test_ccpa_is_45_days_and_extends_by_45_more() -> None:
     due = due_date("ccpa", received)
     assert due == received + timedelta(days=45)
     assert extended_due_date("ccpa", due) == received + timedelta(days=90)
+
+
+def test_gdpr_extensions_add_up_to_the_two_month_limit() -> None:
+    due = at(2024, 3, 1)
+    first = extend_due_date("gdpr", due, None, days=31)
+    second = extend_due_date("gdpr", due, first, days=30)
+    assert second == at(2024, 5, 1)
+    with pytest.raises(InvalidInputError, match="2024-05-01 at most"):
+        extend_due_date("gdpr", due, second, days=1)
+
+
+def test_ccpa_allows_one_extension_of_45_days() -> None:
+    due = at(2024, 3, 1)
+    assert extend_due_date("ccpa", due, None, days=45) == due + timedelta(days=45)
+    with pytest.raises(InvalidInputError, match="at most"):
+        extend_due_date("ccpa", due, None, days=46)
+    with pytest.raises(InvalidInputError, match="only once"):
+        extend_due_date("ccpa", due, due + timedelta(days=1), days=1)
+
+
+@pytest.mark.parametrize("days", [0, -3, True, 1.5])
+def test_extension_days_must_be_a_positive_whole_number(days: object) -> None:
+    with pytest.raises(InvalidInputError, match="days"):
+        extend_due_date("gdpr", at(2024, 3, 1), None, days=days)  # type: ignore[arg-type]
+
+
+def test_extension_reasons_are_normalized_and_required() -> None:
+    assert extension_reason("  complex \n request ") == "complex request"
+    for bad in ("", "   ", None, "x" * 161):
+        with pytest.raises(InvalidInputError):
+            extension_reason(bad)

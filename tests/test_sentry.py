@@ -56,6 +56,8 @@ def transport() -> Iterator[CapturingTransport]:
     capture = CapturingTransport()
     settings = Settings(CIOGUARD_ENVIRONMENT="unit-test")
     assert init_sentry(settings, role="unit", transport=capture)
+    for scope in (sentry_sdk.get_isolation_scope(), sentry_sdk.get_current_scope()):
+        scope.clear_breadcrumbs()  # earlier tests' HTTP calls would show up in these events
     yield capture
     sentry_sdk.init(dsn=None)
 

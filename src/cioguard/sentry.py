@@ -99,31 +99,15 @@ def before_breadcrumb(crumb: dict[str, Any], hint: dict[str, Any] | None) -> dic
 
 def before_send(event: dict[str, Any], _hint: dict[str, Any]) -> dict[str, Any]:
     """Strip what may carry person data from an event, then redact detector hits in the rest."""
-    extra = event.get("extra")
-    if isinstance(extra, dict):
-        if event.get("logger"):  # a log record's extras: only what cioguard.logs would print
-            extra = {k: v for k, v in extra.items() if k in CONTEXT_FIELDS or k == "celery-job"}
-            event["extra"] = extra
-        extra.pop("sys.argv", None)
-        job = extra.get("celery-job")
-        if isinstance(job, dict):
-            job.pop("args", None)
-            job.pop("kwargs", None)
+    _strip_extra(event)
     request = event.get("request")
     if isinstance(request, dict):
         for key in ("data", "query_string", "cookies", "url"):
             request.pop(key, None)
-    for exc in (event.get("exception") or {}).get("values", []):
-        if not _own(exc.get("module")) and exc.get("value"):
-            exc["value"] = FILTERED
-        for frame in (exc.get("stacktrace") or {}).get("frames", []):
-            frame.pop("vars", None)
-    for thread in (event.get("threads") or {}).get("values", []):
-        for frame in (thread.get("stacktrace") or {}).get("frames", []):
-            frame.pop("vars", None)
+    _strip_exceptions(event)
     logentry = event.get("logentry")
     if isinstance(logentry, dict) and event.get("logger") and not _own(event.get("logger")):
-        logentry.pop("params", None)
+        logentry.pop("params", None)  # another library's log line: its template only
         logentry.pop("formatted", None)
     crumbs = event.get("breadcrumbs")
     if isinstance(crumbs, dict):
@@ -131,10 +115,35 @@ def before_send(event: dict[str, Any], _hint: dict[str, Any]) -> dict[str, Any]:
     for key in ("message", "logentry", "extra", "tags", "user", "request"):
         if key in event:
             event[key] = redact_text(event[key])
-    for exc in (event.get("exception") or {}).get("values", []):
-        if isinstance(exc.get("value"), str):
-            exc["value"] = redact_text(exc["value"])
     return event
+
+
+def _strip_extra(event: dict[str, Any]) -> None:
+    extra = event.get("extra")
+    if not isinstance(extra, dict):
+        return
+    if event.get("logger"):  # a log record's extras: only what cioguard.logs would print
+        extra = {k: v for k, v in extra.items() if k in CONTEXT_FIELDS or k == "celery-job"}
+        event["extra"] = extra
+    extra.pop("sys.argv", None)
+    job = extra.get("celery-job")
+    if isinstance(job, dict):
+        job.pop("args", None)
+        job.pop("kwargs", None)
+
+
+def _strip_exceptions(event: dict[str, Any]) -> None:
+    """No frame variables anywhere; exception text only from cioguard's own errors."""
+    for exc in (event.get("exception") or {}).get("values") or []:
+        if not _own(exc.get("module")) and exc.get("value"):
+            exc["value"] = FILTERED
+        elif isinstance(exc.get("value"), str):
+            exc["value"] = redact_text(exc["value"])
+        for frame in (exc.get("stacktrace") or {}).get("frames") or []:
+            frame.pop("vars", None)
+    for thread in (event.get("threads") or {}).get("values") or []:
+        for frame in (thread.get("stacktrace") or {}).get("frames") or []:
+            frame.pop("vars", None)
 
 
 def init_sentry(settings: Settings, *, role: str, transport: Transport | None = None) -> bool:

@@ -41,13 +41,15 @@ def flower(env: dict[str, str], tmp_path: Path) -> Iterator[FlowerProcess]:
         yield process
 
 
+@pytest.mark.parametrize("batch", ["0", "1"])
 def test_flower_needs_auth_and_shows_work_without_people(
     producer: Producer,
     start_worker: Callable[..., WorkerProcess],
     cio: SandboxServer,
     flower: FlowerProcess,
+    batch: str,
 ) -> None:
-    worker = start_worker(concurrency=2)
+    worker = start_worker(concurrency=2, CIOGUARD_BATCH=batch)
     enable_events(producer.settings, worker.name)
     sets = [make_canaries(f"-fl{i}") for i in range(5)]
     jobs = {producer.identify(c["person"].value, canary_attributes(c)): "delivered" for c in sets}

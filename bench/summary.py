@@ -1,0 +1,146 @@
+"""The table of the latest figures, from the JSON files in the results directory.
+
+``python -m bench.summary`` prints it as Markdown and writes ``summary.md`` beside the JSON
+files; docs/benchmarks.md and the README carry a copy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.common import results_dir
+
+HEADER = (
+    "| Benchmark | cioguard | Baseline | Ratio | Target | Met |\n"
+    "| --- | --- | --- | --- | --- | --- |"
+)
+
+
+def _load(directory: Path, name: str) -> dict[str, Any] | None:
+    path = directory / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _yes(met: bool) -> str:
+    return "yes" if met else "**no**"
+
+
+def rate_rows(d: dict[str, Any]) -> list[str]:
+    r = d["setup"]["rate_per_s"]
+    ours, celery, seed = d["cioguard"], d["celery rate_limit"], d["seed loop"]
+    met = ours["over_limit"] == 0 and 0.95 <= ours["achieved_over_r"] <= 1.05
+    return [
+        f"| Rate fidelity at R = {r}/s, 2 nodes x 2 processes (achieved / R; requests past the "
+        f"limit) | {ours['achieved_over_r']:.2f} R; {ours['over_limit']} past (busiest 1 s: "
+        f'{ours["max_requests_in_any_1s_window"]}) | Celery `rate_limit="{r}/s"`: '
+        f"{celery['achieved_over_r']:.2f} R on average (busiest 1 s: "
+        f"{celery['max_requests_in_any_1s_window']}); seed loop: {seed['achieved_over_r']:.2f} R "
+        f"| {ours['achieved_over_r']:.2f} / {celery['achieved_over_r']:.2f} / "
+        f"{seed['achieved_over_r']:.2f} | ~1.0 R, 0 past | {_yes(met)} |"
+    ]
+
+
+def pipeline_rows(d: dict[str, Any]) -> list[str]:
+    runs = d["runs"]
+    rows = []
+    for mode, what in (("e2e", "end to end"), ("drain", "workers only")):
+        ours, bare = runs[f"cioguard {mode}"], runs[f"bare celery {mode}"]
+        ratio = d[f"ratio_{mode}"]
+        rows.append(
+            f"| Pipeline overhead, unlimited rate, {what} (jobs/s) | {ours['jobs_per_s']:.0f} "
+            f"| bare Celery task, same HTTPS call: {bare['jobs_per_s']:.0f} | {ratio:.2f} "
+            f"| >= {d['target']} | {_yes(ratio >= d['target'])} |"
+        )
+    return rows
+
+
+def batching_rows(d: dict[str, Any]) -> list[str]:
+    runs = d["runs"]
+    r = d["setup"]["rate_per_s"]
+    return [
+        f"| Batching at R = {r} requests/s (people/s) | batched: "
+        f"{runs['batched']['jobs_per_s']:.0f} | unbatched: {runs['unbatched']['jobs_per_s']:.0f} "
+        f"| {d['ratio']:.1f}x | >= {d['target']:.0f}x | {_yes(d['met'])} |"
+    ]
+
+
+def erasure_rows(d: dict[str, Any]) -> list[str]:
+    b, u = d["batched"], d["unbatched"]
+    seed_s = d["seed_10k_wall_s"]
+    return [
+        f"| Bulk erasure, 10,000 at R = {b['rate_per_s']}/s batched (wall / ideal) | "
+        f"{d['batched_10k_wall_s']:,.0f} s (from {b['people']:,}) vs ideal "
+        f"{d['batched_10k_ideal_s']:.0f} s | seed loop: {seed_s:,.0f} s | "
+        f"{d['ratio_batched']:.1f} (seed / cioguard: "
+        f"{seed_s / d['batched_10k_wall_s']:.0f}x) | <= {d['target']} | "
+        f"{_yes(d['met_batched'])} |",
+        f"| Bulk erasure, 10,000 at R = {u['rate_per_s']}/s unbatched (wall / ideal) | "
+        f"{d['unbatched_10k_wall_s']:,.0f} s (from {u['people']:,}) vs ideal "
+        f"{10_000 / u['rate_per_s']:.0f} s | seed loop: {seed_s:,.0f} s | "
+        f"{d['ratio_unbatched']:.2f} | <= {d['target']} | {_yes(d['met_unbatched'])} |",
+    ]
+
+
+def enqueue_rows(d: dict[str, Any]) -> list[str]:
+    ours, bare = d["cioguard"], d["bare_send_task"]
+    return [
+        f"| Enqueue cost, `identify()` with 10 attributes (µs p50 / p99) | "
+        f"{ours['p50_us']:.0f} / {ours['p99_us']:.0f} | bare `send_task`, same size: "
+        f"{bare['p50_us']:.0f} / {bare['p99_us']:.0f} | {d['ratio_p50']:.2f} / "
+        f"{d['ratio_p99']:.2f} | none | - |"
+    ]
+
+
+def scaling_rows(d: dict[str, Any]) -> list[str]:
+    rows = []
+    for label, by in d["people_per_s"].items():
+        figures = ", ".join(f"{n}: {v:.0f}" for n, v in by.items())
+        one, top = by["1"], by[max(by, key=int)]
+        rows.append(
+            f"| Scaling, {label}, unlimited rate (people/s by processes) | {figures} | "
+            f"1 process: {one:.0f} | {top / one:.2f}x at {max(by, key=int)} | none | - |"
+        )
+    return rows
+
+
+BUILDERS = {
+    "rate_fidelity": rate_rows,
+    "pipeline_overhead": pipeline_rows,
+    "batching": batching_rows,
+    "bulk_erasure": erasure_rows,
+    "enqueue": enqueue_rows,
+    "scaling": scaling_rows,
+}
+
+
+def table(directory: Path | None = None) -> str:
+    directory = directory or results_dir()
+    rows = [HEADER]
+    loads = []
+    for name, build in BUILDERS.items():
+        data = _load(directory, name)
+        if data is None:
+            continue
+        rows.extend(build(data))
+        loads.append(f"{name} {data['load_before'][0]}->{data['load_after'][0]}")
+    machine = next((d["machine"] for n in BUILDERS if (d := _load(directory, n)) is not None), None)
+    footer = ""
+    if machine:
+        footer = (
+            f"\n\nMeasured {machine['measured_at']} on {machine['cpus']} cores, Python "
+            f"{machine['python']}; 1-minute load before->after: {'; '.join(loads)}."
+        )
+    return "\n".join(rows) + footer + "\n"
+
+
+def main() -> str:
+    text = table()
+    (results_dir() / "summary.md").write_text(text)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
