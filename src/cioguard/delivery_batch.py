@@ -121,7 +121,9 @@ def _operations(rt: Runtime, item: BatchItem) -> list[dict[str, Any]]:
             op["timestamp"] = job.timestamp
         ops = [op]
     else:
-        mode = rt.settings.deletion_mode
+        assert job.request_id is not None
+        request = gdpr.get_status(rt.audit, job.request_id)
+        mode = request.mode if request else rt.settings.deletion_mode  # the mode it was opened in
         actions = {"suppress": ["suppress"], "delete": ["delete"]}.get(mode, ["suppress", "delete"])
         ops = [{**who, "action": action} for action in actions]
     for op in ops:

@@ -18,6 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+import kombu.exceptions
+import kombu.pools
 import redis
 
 
@@ -127,8 +129,12 @@ class WorkerProcess:
                 assert self._proc is not None
                 if self._proc.poll() is not None:
                     raise RuntimeError(f"worker exited with {self._proc.returncode}")
-                if control.control.ping(destination=[self.name], timeout=0.5):
-                    return
+                try:
+                    if control.control.ping(destination=[self.name], timeout=0.5):
+                        return
+                except (OSError, redis.RedisError, kombu.exceptions.KombuError):
+                    kombu.pools.reset()  # type: ignore[no-untyped-call]  # stale after a Redis restart
+                    time.sleep(0.2)
             raise RuntimeError("worker did not answer a ping in time")
         finally:
             control.close()

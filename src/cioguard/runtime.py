@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from cioguard.audit import AuditStore
 from cioguard.config import Settings, get_settings
@@ -50,8 +52,9 @@ class Runtime:
 def build_runtime(settings: Settings) -> Runtime:
     policy = load_policy(settings.policy_path)
     redis_client = redis.Redis.from_url(
-        settings.broker_url, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30
-    )
+        settings.broker_url, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), 2),  # fail in ~2 s, the task retries
+    )  # fmt: skip
     audit = AuditStore.from_url(settings.audit_url)
     credentials = source_from_spec(settings.secrets_source)
     creds = credentials.get()
