@@ -65,7 +65,9 @@ def _session() -> requests.Session:
 os.register_at_fork(after_in_child=_session.cache_clear)
 
 
-@app.task(name=TASK, rate_limit=os.environ.get("BENCH_RATE_LIMIT") or None, ignore_result=True)
+@app.task(  # type: ignore[untyped-decorator]
+    name=TASK, rate_limit=os.environ.get("BENCH_RATE_LIMIT") or None, ignore_result=True
+)
 def identify(person_id: str, attributes: dict[str, Any]) -> int:
     """PUT the attributes; no retry (a refused request is lost, as in the seed's loop)."""
     url = f"{os.environ['BENCH_TRACK_URL']}/api/v1/customers/{quote(person_id, safe='')}"

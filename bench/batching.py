@@ -75,7 +75,7 @@ def main() -> dict[str, Any]:
         if pyspy.py_spy() is not None:
             say(f"{NAME}: profiling the batched worker with py-spy (unlimited rate)")
             result["profile"] = pyspy.profile_cioguard(
-                stack, jobs=sized(8000, 800), seconds=sized(8, 2), concurrency=CONCURRENCY,
+                stack, jobs=sized(6000, 800), seconds=sized(6, 2), concurrency=CONCURRENCY,
                 batch=True,
             )  # fmt: skip
         plot(runs)

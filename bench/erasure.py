@@ -88,7 +88,7 @@ def run(stack: Stack, *, people: int, rate_per_s: int, batch: bool) -> dict[str,
 def plot(result: dict[str, Any]) -> None:
     fig, ax = new_figure(f"{TOTAL:,} deletions: wall time (s, extrapolated where marked *)")
     labels = [
-        f"cioguard batched\nR={result['batched']['rate_per_s']}/s",
+        f"cioguard batched*\nR={result['batched']['rate_per_s']}/s",
         f"cioguard unbatched*\nR={result['unbatched']['rate_per_s']}/s",
         "seed loop*\n(100 ms sleep)",
     ]

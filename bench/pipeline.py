@@ -8,9 +8,11 @@ token bucket, the HTTPS call with classified errors, the hash-chained audit row.
 (:mod:`bench.bare_app`) only makes the HTTPS call.
 
 Two timings (see :mod:`bench.runs`): ``e2e`` (the application enqueues while the workers
-consume, the full path) and ``drain`` (workers only, from a full queue). The figure of merit is
-cioguard's jobs/s divided by the bare task's, target >= 0.7. CPU milliseconds per job of each
-part of the stack are recorded too: on a shared 2-core machine they are steadier than wall time.
+consume, the full path) and ``drain`` (workers only, from a full queue), each in two rounds
+taking turns, the fastest round kept. The figure of merit is cioguard's jobs/s divided by the
+bare task's, target >= 0.7. CPU milliseconds per job of each part of the stack (workers,
+sandbox, Redis, this process) are recorded too: on a shared 2-core machine they are steadier
+than wall time.
 
 With ``py-spy`` installed, a last phase profiles cioguard's pool processes while they drain a
 queue and stores the summary (:mod:`bench.pyspy`).
@@ -53,28 +55,46 @@ def plot(runs: dict[str, RunResult]) -> None:
     save(fig, figure_path(NAME))
 
 
+def best(results: list[RunResult]) -> RunResult:
+    """The fastest of several rounds: load from other work on a shared machine only slows."""
+    return max(results, key=lambda r: r.jobs_per_s)
+
+
 def main() -> dict[str, Any]:
-    jobs = sized(2000, 300)
+    jobs = sized(1500, 300)
+    rounds = sized(2, 1)
     with Stack() as stack, recorded(NAME) as result:
         result["setup"] = {"jobs": jobs, "concurrency": CONCURRENCY, "batch": False,
-                           "rate_limit": "unlimited (1,000,000/s)"}  # fmt: skip
-        runs: dict[str, RunResult] = {}
-        for mode in ("e2e", "drain"):
-            for system, run in (("bare celery", bare_run), ("cioguard", cioguard_run)):
-                say(f"{NAME}: {system} {mode}")
-                runs[f"{system} {mode}"] = run(stack, jobs=jobs, mode=mode, concurrency=CONCURRENCY)
-                say(f"{NAME}: {runs[f'{system} {mode}'].as_dict()}")
+                           "rate_limit": "unlimited (1,000,000/s)", "rounds": rounds,
+                           "kept": "the fastest round of each system and mode"}  # fmt: skip
+        all_rounds: dict[str, list[RunResult]] = {}
+        for round_no in range(rounds):
+            for mode in ("e2e", "drain"):
+                for system, run in (("bare celery", bare_run), ("cioguard", cioguard_run)):
+                    say(f"{NAME}: round {round_no + 1}: {system} {mode}")
+                    outcome = run(stack, jobs=jobs, mode=mode, concurrency=CONCURRENCY)
+                    all_rounds.setdefault(f"{system} {mode}", []).append(outcome)
+                    say(f"{NAME}: {outcome.jobs_per_s} jobs/s")
+        runs = {key: best(results) for key, results in all_rounds.items()}
         result["runs"] = {k: v.as_dict() for k, v in runs.items()}
+        result["rounds_jobs_per_s"] = {
+            k: [r.jobs_per_s for r in results] for k, results in all_rounds.items()
+        }
         for mode in ("e2e", "drain"):
             ratio = runs[f"cioguard {mode}"].jobs_per_s / runs[f"bare celery {mode}"].jobs_per_s
             result[f"ratio_{mode}"] = round(ratio, 3)
+            cpu = {
+                system: sum(runs[f"{system} {mode}"].cpu_ms_per_job.values())
+                for system in ("bare celery", "cioguard")
+            }
+            result[f"cpu_ms_per_job_{mode}"] = {k: round(v, 2) for k, v in cpu.items()}
         result["ratio"] = result["ratio_e2e"]
         result["target"] = TARGET
         result["met"] = result["ratio"] >= TARGET
         if pyspy.py_spy() is not None:
             say(f"{NAME}: profiling cioguard's pool processes with py-spy")
             result["profile"] = pyspy.profile_cioguard(
-                stack, jobs=sized(4000, 600), seconds=sized(8, 2), concurrency=CONCURRENCY
+                stack, jobs=sized(3000, 600), seconds=sized(6, 2), concurrency=CONCURRENCY
             )
         plot(runs)
     return result

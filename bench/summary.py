@@ -125,11 +125,13 @@ def table(directory: Path | None = None) -> str:
             continue
         rows.extend(build(data))
         loads.append(f"{name} {data['load_before'][0]}->{data['load_after'][0]}")
-    machine = next((d["machine"] for n in BUILDERS if (d := _load(directory, n)) is not None), None)
+    found = [d for n in BUILDERS if (d := _load(directory, n)) is not None]
     footer = ""
-    if machine:
+    if found:
+        machine = found[0]["machine"]
+        stamps = sorted(d["machine"]["measured_at"] for d in found)
         footer = (
-            f"\n\nMeasured {machine['measured_at']} on {machine['cpus']} cores, Python "
+            f"\n\nMeasured {stamps[0]} to {stamps[-1]} on {machine['cpus']} cores, Python "
             f"{machine['python']}; 1-minute load before->after: {'; '.join(loads)}."
         )
     return "\n".join(rows) + footer + "\n"

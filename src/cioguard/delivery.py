@@ -26,9 +26,10 @@ DEFAULT_429_PAUSE_S = 1.0  # a 429 without Retry-After still slows the whole fle
 
 def deliver(rt: Runtime, job: Job, sealed: str, *, attempt: int) -> str:
     """Deliver an identify or track job. Returns the outcome (no PII)."""
-    if rt.audit.has_final(job.job_id):
+    already_final, erased = rt.tombstones.gate(job.job_id, job.person_hash)
+    if already_final:
         return "duplicate"
-    if rt.tombstones.is_erased(job.person_hash):
+    if erased:
         return finish(rt, job, "dropped", attempt, detail="dropped: subject erased")
     request = _request_for(rt, job)
     try:

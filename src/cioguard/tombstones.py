@@ -21,8 +21,10 @@ import logging
 from collections.abc import Sequence
 
 import redis
+from sqlalchemy import exists, select
 
 from cioguard.audit import AuditStore
+from cioguard.audit_schema import audit_log, tombstones
 from cioguard.gdpr import erased_hashes, tombstoned
 
 SET_KEY = "cioguard:tombstones"
@@ -66,6 +68,19 @@ class Tombstones:
             log.warning("tombstone cache unavailable", extra={"error_class": type(exc).__name__})
             return set()
         return {h for h, member in zip(person_hashes, members, strict=True) if member}
+
+    def gate(self, job_id: str, person_hash: str) -> tuple[bool, bool]:
+        """``(already_final, erased)`` for one job, in a single store query.
+
+        The per-job check of the unbatched worker: both answers come from the store, which is
+        the truth for each, so one round trip replaces a final-row read, a Redis call and a
+        tombstone read.
+        """
+        final = exists().where(audit_log.c.final_job_id == job_id)
+        erased = exists().where(tombstones.c.person_hash == person_hash)
+        with self._store.reading() as conn:
+            row = conn.execute(select(final.label("final"), erased.label("erased"))).one()
+        return bool(row.final), bool(row.erased)
 
     def reload(self) -> int:
         """Copy every tombstone from the store into Redis (a warm-up); returns how many."""
