@@ -75,3 +75,17 @@ def test_a_redis_outage_falls_back_to_the_store(store: AuditStore) -> None:
     stones.add(ERASED)  # logged, not raised: the cache is optional
     assert stones.is_erased(ERASED) and not stones.is_erased(OTHER)
     assert stones.reload() == 1
+
+
+def test_gate_answers_final_and_erased_from_the_store(
+    client: redis.Redis, store: AuditStore
+) -> None:
+    from cioguard.audit import AuditEntry
+
+    stones = Tombstones(client, store)
+    assert stones.gate("01JOB", OTHER) == (False, False)
+    assert stones.gate("01JOB", ERASED) == (False, True)
+    store.record(AuditEntry(kind="identify", outcome="delivered", job_id="01JOB", final=True))
+    assert stones.gate("01JOB", OTHER) == (True, False)
+    client.flushdb()  # Redis plays no part in the answer
+    assert stones.gate("01JOB", ERASED) == (True, True)
