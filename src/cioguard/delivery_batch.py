@@ -21,7 +21,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from cioguard import delivery, gdpr
+from cioguard.audit import AuditEntry
 from cioguard.errors import AuditUnavailableError, PermanentError, RetryableError
 from cioguard.jobs import Job
 from cioguard.runtime import Runtime
@@ -60,30 +63,34 @@ class ItemResult:
 
 def run_batch(rt: Runtime, items: Sequence[BatchItem]) -> list[ItemResult]:
     """Deliver a buffer of identify/track/delete jobs; never raises for one item's sake."""
+    try:
+        finals, erased = rt.tombstones.gates(
+            [i.job.job_id for i in items], [i.job.person_hash for i in items]
+        )
+    except (RetryableError, AuditUnavailableError) as exc:
+        return [ItemResult(item, retry=exc) for item in items]
     results: list[ItemResult] = []
     live: list[tuple[BatchItem, list[dict[str, Any]]]] = []
     for item in items:
         try:
-            settled = _precheck(rt, item)
+            settled = _precheck(rt, item, finals, erased)
             if settled is not None:
                 results.append(ItemResult(item, outcome=settled))
                 continue
             live.append((item, _operations(rt, item)))
         except (RetryableError, AuditUnavailableError) as exc:
             results.append(ItemResult(item, retry=exc))
-        except (
-            Exception
-        ) as exc:  # permanent, or a job this worker cannot build: its own dead letter
+        except Exception as exc:  # permanent, or a job this worker cannot build: a dead letter
             results.append(_dead(rt, item, exc))
     for chunk in chunked(live, MAX_REQUEST_BYTES - _ENVELOPE_BYTES):
         results.extend(_send_chunk(rt, chunk))
     return results
 
 
-def _precheck(rt: Runtime, item: BatchItem) -> str | None:
+def _precheck(rt: Runtime, item: BatchItem, finals: set[str], erased: set[str]) -> str | None:
     """Settle what needs no request: already final, or erased subject."""
     job = item.job
-    if rt.audit.has_final(job.job_id):
+    if job.job_id in finals:
         return "duplicate"
     if job.kind == "delete":
         assert job.request_id is not None
@@ -96,7 +103,7 @@ def _precheck(rt: Runtime, item: BatchItem) -> str | None:
             attempts=current.attempts + 1,
         )  # fmt: skip
         return None
-    if rt.tombstones.is_erased(job.person_hash):
+    if job.person_hash in erased:
         return delivery.finish(rt, job, "dropped", item.attempt, detail="dropped: subject erased")
     return None
 
@@ -166,17 +173,48 @@ def _send_chunk(
         log.warning("batch refused as a whole; falling back to one request per item")
         return [_one_by_one(rt, item) for item, _ in chunk]
     refused = {id(owner[i]): reason for i, reason in answer.failed.items() if 0 <= i < len(owner)}
-    results = []
+    accepted = [item for item, _ in chunk if id(item) not in refused]
+    results = _complete_all(rt, accepted, answer.status)
     for item, _ in chunk:
         reason = refused.get(id(item))
-        if reason is None:
-            results.append(_settle(rt, item, _completer(rt, item, answer.status)))
-            continue
-        rejected = OperationRejectedError(
-            f"Customer.io refused the {item.job.kind} operation ({_code(reason)})", status=207
-        )
-        results.append(_dead(rt, item, rejected))
+        if reason is not None:
+            rejected = OperationRejectedError(
+                f"Customer.io refused the {item.job.kind} operation ({_code(reason)})", status=207
+            )
+            results.append(_dead(rt, item, rejected))
     return results
+
+
+def _complete_all(rt: Runtime, items: Sequence[BatchItem], status: int) -> list[ItemResult]:
+    """Final rows for every accepted item: one transaction for identify/track, then deletes.
+
+    If the shared transaction fails because one job already has its final row (a concurrent
+    re-run), each item is recorded on its own so the others still get theirs.
+    """
+    deliveries = [i for i in items if i.job.kind != "delete"]
+    results: list[ItemResult] = []
+    entries = [_delivered_entry(rt, i, status) for i in deliveries]
+    try:
+        with rt.audit.transaction() as conn:
+            rt.audit.append_many(conn, entries)
+    except IntegrityError:
+        results += [_settle(rt, i, _completer(rt, i, status)) for i in deliveries]
+    except AuditUnavailableError as exc:
+        results += [ItemResult(i, retry=exc) for i in deliveries]
+    else:
+        for item in deliveries:
+            delivery.report(item.job, "delivered", status)
+            results.append(ItemResult(item, outcome="delivered"))
+    results += [_settle(rt, i, _completer(rt, i, status)) for i in items if i.job.kind == "delete"]
+    return results
+
+
+def _delivered_entry(rt: Runtime, item: BatchItem, status: int) -> AuditEntry:
+    job = item.job
+    return AuditEntry(
+        kind=job.kind, outcome="delivered", person_hash=job.person_hash, job_id=job.job_id,
+        final=True, attempts=item.attempt, http_status=status, policy_version=rt.policy_version,
+    )  # fmt: skip
 
 
 def _completer(rt: Runtime, item: BatchItem, status: int) -> Callable[[], str]:

@@ -19,14 +19,14 @@ outcome words. Exception text never carries PII by construction (errors.py).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from celery import Celery, Task
-from celery_batches import Batches, SimpleRequest
+from celery_batches import SimpleRequest
 
 from cioguard import delivery, metrics
+from cioguard.batches import ReportingBatches
 from cioguard.celeryconf import DELIVER_TASK, ERASE_TASK
 from cioguard.config import Settings
 from cioguard.delivery_batch import BatchItem, ItemResult, run_batch
@@ -45,7 +45,7 @@ def register(app: Celery, settings: Settings) -> None:
     """Register ``cioguard.deliver`` and ``cioguard.erase`` on ``app``, batched or not."""
     if settings.batch:
         options = {
-            "base": Batches,
+            "base": ReportingBatches,
             "flush_every": settings.batch_max_ops,
             "flush_interval": settings.batch_linger_s,
             "acks_late": True,
@@ -153,49 +153,20 @@ def erase_batch(requests: Sequence[SimpleRequest]) -> list[str]:
 
 
 def _run_batch(requests: Sequence[SimpleRequest], task_name: str) -> list[str]:
-    """Run one buffer and report each message to Flower as its own task."""
-    started = time.monotonic()
-    outcomes = _run_buffer(requests, task_name)
-    _task_events(requests, outcomes, task_name, time.monotonic() - started)
-    return outcomes
-
-
-def _task_events(
-    requests: Sequence[SimpleRequest], outcomes: Sequence[str], task_name: str, runtime_s: float
-) -> None:
-    """Per-message task events, which celery-batches does not send (Flower would see nothing).
-
-    Best effort: monitoring must never fail the buffer. Arguments are shown redacted.
-    """
-    from cioguard.worker import app
-
-    hostname = requests[0].hostname if requests else None
-    try:
-        with app.events.default_dispatcher(hostname=hostname) as dispatcher:
-            for req, outcome in zip(requests, outcomes, strict=False):
-                fields = {"uuid": req.id, "name": task_name}
-                dispatcher.send("task-received", args=SEALED_REPR, kwargs="{}", retries=0, **fields)
-                kind = "task-retried" if outcome == "retrying" else "task-succeeded"
-                dispatcher.send(kind, result=repr(outcome), runtime=runtime_s, **fields)
-    except Exception as exc:
-        log.warning("task events not sent", extra={"error_class": type(exc).__name__})
-
-
-def _run_buffer(requests: Sequence[SimpleRequest], task_name: str) -> list[str]:
-    """Run one buffer. Must not raise: celery-batches acknowledges the buffer when this returns."""
+    """Run one buffer. Must not raise: the buffer is acknowledged when this returns."""
     try:
         rt = get_runtime()
     except Exception as exc:
         log.error("worker runtime unavailable", extra={"error_class": type(exc).__name__})
         return [_republish(req, task_name) for req in requests]
     items: list[BatchItem] = []
-    outcomes: list[str] = []
+    outcome_of: dict[str, str] = {}  # by task id (= job id), to answer in request order
     for req in requests:
         sealed, attempt = req.args[0], int(req.request_dict.get("retries") or 0) + 1
         try:
             job = Job.from_payload(rt.envelope.open(sealed))
         except (EnvelopeError, ValueError, TypeError) as exc:
-            outcomes.append(_unreadable(rt, str(req.id), sealed, exc, attempt))
+            outcome_of[str(req.id)] = _unreadable(rt, str(req.id), sealed, exc, attempt)
             continue
         items.append(BatchItem(job=job, sealed=sealed, attempt=attempt))
     try:
@@ -204,8 +175,8 @@ def _run_buffer(requests: Sequence[SimpleRequest], task_name: str) -> list[str]:
         log.exception("unexpected error in batch")
         results = [ItemResult(item, retry=exc) for item in items]
     for result in results:
-        outcomes.append(result.outcome or _requeue(rt, result, task_name))
-    return outcomes
+        outcome_of[result.item.job.job_id] = result.outcome or _requeue(rt, result, task_name)
+    return [outcome_of.get(str(req.id), "unknown") for req in requests]
 
 
 def _requeue(rt: Runtime, result: ItemResult, task_name: str) -> str:

@@ -82,6 +82,27 @@ class Tombstones:
             row = conn.execute(select(final.label("final"), erased.label("erased"))).one()
         return bool(row.final), bool(row.erased)
 
+    def gates(
+        self, job_ids: Sequence[str], person_hashes: Sequence[str]
+    ) -> tuple[set[str], set[str]]:
+        """:meth:`gate` for a whole buffer: (job ids already final, person hashes erased)."""
+        with self._store.reading() as conn:
+            finals = {
+                str(r.final_job_id)
+                for r in conn.execute(
+                    select(audit_log.c.final_job_id).where(audit_log.c.final_job_id.in_(job_ids))
+                )
+            }
+            erased = {
+                str(r.person_hash)
+                for r in conn.execute(
+                    select(tombstones.c.person_hash).where(
+                        tombstones.c.person_hash.in_(set(person_hashes))
+                    )
+                )
+            }
+        return finals, erased
+
     def reload(self) -> int:
         """Copy every tombstone from the store into Redis (a warm-up); returns how many."""
         hashes = erased_hashes(self._store)
