@@ -34,6 +34,7 @@ from bench.plots import new_figure, save
 from bench.runs import RunResult, bare_run, cioguard_run
 
 NAME = "pipeline_overhead"
+SYSTEMS = ("bare celery", "cioguard", "cioguard batched")
 TARGET = 0.7
 CONCURRENCY = 2
 
@@ -41,10 +42,10 @@ CONCURRENCY = 2
 def plot(runs: dict[str, RunResult]) -> None:
     fig, ax = new_figure(f"Jobs/s at an unlimited rate, 1 node x {CONCURRENCY} processes")
     modes = ["e2e", "drain"]
-    width = 0.38
-    for i, system in enumerate(["bare celery", "cioguard"]):
+    width = 0.27
+    for i, system in enumerate(SYSTEMS):
         values = [runs[f"{system} {mode}"].jobs_per_s for mode in modes]
-        xs = [m + (i - 0.5) * width for m in range(len(modes))]
+        xs = [m + (i - 1) * width for m in range(len(modes))]
         drawn = ax.bar(xs, values, width, label=system, color=f"C{i}")
         for bar, value in zip(drawn, values, strict=True):
             ax.annotate(f"{value:.0f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
@@ -60,19 +61,27 @@ def best(results: list[RunResult]) -> RunResult:
     return max(results, key=lambda r: r.jobs_per_s)
 
 
+def _run(system: str, stack: Stack, *, jobs: int, mode: str) -> RunResult:
+    if system == "bare celery":
+        return bare_run(stack, jobs=jobs, mode=mode, concurrency=CONCURRENCY)
+    return cioguard_run(
+        stack, jobs=jobs, mode=mode, concurrency=CONCURRENCY, batch=system.endswith("batched")
+    )
+
+
 def main() -> dict[str, Any]:
     jobs = sized(1500, 300)
     rounds = sized(2, 1)
     with Stack() as stack, recorded(NAME) as result:
-        result["setup"] = {"jobs": jobs, "concurrency": CONCURRENCY, "batch": False,
+        result["setup"] = {"jobs": jobs, "concurrency": CONCURRENCY, "batch": "both",
                            "rate_limit": "unlimited (1,000,000/s)", "rounds": rounds,
                            "kept": "the fastest round of each system and mode"}  # fmt: skip
         all_rounds: dict[str, list[RunResult]] = {}
         for round_no in range(rounds):
             for mode in ("e2e", "drain"):
-                for system, run in (("bare celery", bare_run), ("cioguard", cioguard_run)):
+                for system in SYSTEMS:
                     say(f"{NAME}: round {round_no + 1}: {system} {mode}")
-                    outcome = run(stack, jobs=jobs, mode=mode, concurrency=CONCURRENCY)
+                    outcome = _run(system, stack, jobs=jobs, mode=mode)
                     all_rounds.setdefault(f"{system} {mode}", []).append(outcome)
                     say(f"{NAME}: {outcome.jobs_per_s} jobs/s")
         runs = {key: best(results) for key, results in all_rounds.items()}
@@ -83,9 +92,12 @@ def main() -> dict[str, Any]:
         for mode in ("e2e", "drain"):
             ratio = runs[f"cioguard {mode}"].jobs_per_s / runs[f"bare celery {mode}"].jobs_per_s
             result[f"ratio_{mode}"] = round(ratio, 3)
+            batched = runs[f"cioguard batched {mode}"].jobs_per_s
+            result[f"ratio_batched_{mode}"] = round(
+                batched / runs[f"bare celery {mode}"].jobs_per_s, 3
+            )
             cpu = {
-                system: sum(runs[f"{system} {mode}"].cpu_ms_per_job.values())
-                for system in ("bare celery", "cioguard")
+                system: sum(runs[f"{system} {mode}"].cpu_ms_per_job.values()) for system in SYSTEMS
             }
             result[f"cpu_ms_per_job_{mode}"] = {k: round(v, 2) for k, v in cpu.items()}
         result["ratio"] = result["ratio_e2e"]

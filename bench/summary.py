@@ -53,6 +53,15 @@ def pipeline_rows(d: dict[str, Any]) -> list[str]:
             f"| bare Celery task, same HTTPS call: {bare['jobs_per_s']:.0f} | {ratio:.2f} "
             f"| >= {d['target']} | {_yes(ratio >= d['target'])} |"
         )
+        batched = runs.get(f"cioguard batched {mode}")
+        if batched is not None:
+            ratio_b = d[f"ratio_batched_{mode}"]
+            rows.append(
+                f"| Pipeline, batched (the default), unlimited rate, {what} (people/s) "
+                f"| {batched['jobs_per_s']:.0f} | bare Celery task, same HTTPS call: "
+                f"{bare['jobs_per_s']:.0f} | {ratio_b:.2f} | >= {d['target']} "
+                f"| {_yes(ratio_b >= d['target'])} |"
+            )
     return rows
 
 

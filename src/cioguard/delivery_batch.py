@@ -67,17 +67,21 @@ def run_batch(rt: Runtime, items: Sequence[BatchItem]) -> list[ItemResult]:
         finals, erased = rt.tombstones.gates(
             [i.job.job_id for i in items], [i.job.person_hash for i in items]
         )
+        results, ready = _start_erasures(rt, [i for i in items if i.job.kind == "delete"], finals)
     except (RetryableError, AuditUnavailableError) as exc:
         return [ItemResult(item, retry=exc) for item in items]
-    results: list[ItemResult] = []
     live: list[tuple[BatchItem, list[dict[str, Any]]]] = []
     for item in items:
         try:
+            if item.job.kind == "delete":
+                if item.job.job_id in ready:
+                    live.append((item, _operations(rt, item, ready[item.job.job_id])))
+                continue
             settled = _precheck(rt, item, finals, erased)
             if settled is not None:
                 results.append(ItemResult(item, outcome=settled))
                 continue
-            live.append((item, _operations(rt, item)))
+            live.append((item, _operations(rt, item, rt.settings.deletion_mode)))
         except (RetryableError, AuditUnavailableError) as exc:
             results.append(ItemResult(item, retry=exc))
         except Exception as exc:  # permanent, or a job this worker cannot build: a dead letter
@@ -87,28 +91,44 @@ def run_batch(rt: Runtime, items: Sequence[BatchItem]) -> list[ItemResult]:
     return results
 
 
+def _start_erasures(
+    rt: Runtime, deletes: Sequence[BatchItem], finals: set[str]
+) -> tuple[list[ItemResult], dict[str, str]]:
+    """Move a buffer's open erasure requests to in_progress in one transaction.
+
+    Returns the items settled without a request (duplicates) and, for the others, the mode each
+    request was opened in, by job id.
+    """
+    settled: list[ItemResult] = []
+    ready: dict[str, str] = {}
+    current = gdpr.statuses(rt.audit, [i.job.request_id or "" for i in deletes])
+    starting: list[gdpr.Transition] = []
+    for item in deletes:
+        job = item.job
+        status = current.get(job.request_id or "")
+        if job.job_id in finals or status is None or status.state == "completed":
+            settled.append(ItemResult(item, outcome="duplicate"))
+            continue
+        ready[job.job_id] = status.mode
+        starting.append(
+            gdpr.Transition(job.request_id or "", "in_progress", job.job_id, status.attempts + 1)
+        )
+    rt.tombstones.add(*[i.job.person_hash for i in deletes if i.job.job_id in ready])
+    gdpr.transition_many(rt.audit, starting)
+    return settled, ready
+
+
 def _precheck(rt: Runtime, item: BatchItem, finals: set[str], erased: set[str]) -> str | None:
-    """Settle what needs no request: already final, or erased subject."""
+    """Settle an identify/track that needs no request: already final, or erased subject."""
     job = item.job
     if job.job_id in finals:
         return "duplicate"
-    if job.kind == "delete":
-        assert job.request_id is not None
-        current = gdpr.get_status(rt.audit, job.request_id)
-        if current is None or current.state == "completed":
-            return "duplicate"
-        rt.tombstones.add(job.person_hash)
-        gdpr.transition(
-            rt.audit, job.request_id, "in_progress", job_id=job.job_id,
-            attempts=current.attempts + 1,
-        )  # fmt: skip
-        return None
     if job.person_hash in erased:
         return delivery.finish(rt, job, "dropped", item.attempt, detail="dropped: subject erased")
     return None
 
 
-def _operations(rt: Runtime, item: BatchItem) -> list[dict[str, Any]]:
+def _operations(rt: Runtime, item: BatchItem, mode: str) -> list[dict[str, Any]]:
     job = item.job
     who = {"type": "person", "identifiers": {"id": job.person_id}}
     if job.kind == "identify":
@@ -128,9 +148,6 @@ def _operations(rt: Runtime, item: BatchItem) -> list[dict[str, Any]]:
             op["timestamp"] = job.timestamp
         ops = [op]
     else:
-        assert job.request_id is not None
-        request = gdpr.get_status(rt.audit, job.request_id)
-        mode = request.mode if request else rt.settings.deletion_mode  # the mode it was opened in
         actions = {"suppress": ["suppress"], "delete": ["delete"]}.get(mode, ["suppress", "delete"])
         ops = [{**who, "action": action} for action in actions]
     for op in ops:
@@ -205,8 +222,25 @@ def _complete_all(rt: Runtime, items: Sequence[BatchItem], status: int) -> list[
         for item in deliveries:
             delivery.report(item.job, "delivered", status)
             results.append(ItemResult(item, outcome="delivered"))
-    results += [_settle(rt, i, _completer(rt, i, status)) for i in items if i.job.kind == "delete"]
-    return results
+    return results + _complete_erasures(rt, [i for i in items if i.job.kind == "delete"], status)
+
+
+def _complete_erasures(rt: Runtime, items: Sequence[BatchItem], status: int) -> list[ItemResult]:
+    """Close accepted erasure requests in one transaction (one by one if that fails)."""
+    changes = [
+        gdpr.Transition(i.job.request_id or "", "completed", i.job.job_id, attempts=i.attempt,
+                        http_status=status, final=True)
+        for i in items
+    ]  # fmt: skip
+    try:
+        together = gdpr.transition_many(rt.audit, changes)
+    except AuditUnavailableError as exc:
+        return [ItemResult(i, retry=exc) for i in items]
+    if not together:
+        return [_settle(rt, i, _completer(rt, i, status)) for i in items]
+    for item in items:
+        delivery.report(item.job, "completed", status)
+    return [ItemResult(i, outcome="completed") for i in items]
 
 
 def _delivered_entry(rt: Runtime, item: BatchItem, status: int) -> AuditEntry:

@@ -205,6 +205,19 @@ def _existing_tombstones(conn: Connection, person_hashes: Sequence[str]) -> set[
     return found
 
 
+@dataclass(frozen=True)
+class Transition:
+    """One state change of one request, as :func:`transition_many` applies it."""
+
+    request_id: str
+    state: str
+    job_id: str | None = None
+    attempts: int | None = None
+    error_class: str | None = None
+    http_status: int | None = None
+    final: bool = False
+
+
 def transition(
     store: AuditStore,
     request_id: str,
@@ -217,35 +230,61 @@ def transition(
     final: bool = False,
 ) -> bool:
     """Move a request to ``state`` and log it. False if the job's final row already existed."""
+    change = Transition(request_id, state, job_id, attempts, error_class, http_status, final)
+    return transition_many(store, [change])
+
+
+def transition_many(store: AuditStore, changes: Sequence[Transition]) -> bool:
+    """Apply state changes and their audit rows in one transaction (a batch's deletions).
+
+    False, with nothing applied, if one of the final rows already existed: the caller then
+    applies them one by one.
+    """
+    if not changes:
+        return True
     now = utcnow()
-    values: dict[str, object] = {"state": state, "updated_at": now, "error_class": error_class}
-    if attempts is not None:
-        values["attempts"] = attempts
-    if state == "completed":
-        values["completed_at"] = now
     try:
         with store.transaction() as conn:
-            row = conn.execute(
-                select(deletion_requests.c.person_hash).where(
-                    deletion_requests.c.request_id == request_id
-                )
-            ).one()
-            conn.execute(
-                update(deletion_requests)
-                .where(deletion_requests.c.request_id == request_id)
-                .values(**values)
+            ids = [c.request_id for c in changes]
+            owners = dict(
+                conn.execute(
+                    select(deletion_requests.c.request_id, deletion_requests.c.person_hash).where(
+                        deletion_requests.c.request_id.in_(ids)
+                    )
+                ).all()
             )
-            store.append(
-                conn,
-                AuditEntry(
-                    kind="delete", outcome=state, person_hash=row.person_hash,
-                    request_id=request_id, job_id=job_id, final=final,
-                    attempts=attempts or 0, error_class=error_class, http_status=http_status,
-                ),
-            )  # fmt: skip
+            for change in changes:
+                conn.execute(
+                    update(deletion_requests)
+                    .where(deletion_requests.c.request_id == change.request_id)
+                    .values(**_state_values(change, now))
+                )
+            store.append_many(
+                conn, [_entry(change, owners[change.request_id]) for change in changes]
+            )
     except IntegrityError:
         return False
     return True
+
+
+def _state_values(change: Transition, now: datetime) -> dict[str, object]:
+    values: dict[str, object] = {
+        "state": change.state, "updated_at": now, "error_class": change.error_class,
+    }  # fmt: skip
+    if change.attempts is not None:
+        values["attempts"] = change.attempts
+    if change.state == "completed":
+        values["completed_at"] = now
+    return values
+
+
+def _entry(change: Transition, person_hash: str) -> AuditEntry:
+    return AuditEntry(
+        kind="delete", outcome=change.state, person_hash=person_hash,
+        request_id=change.request_id, job_id=change.job_id, final=change.final,
+        attempts=change.attempts or 0, error_class=change.error_class,
+        http_status=change.http_status,
+    )  # fmt: skip
 
 
 def extend(store: AuditStore, request_id: str, *, days: int, reason: str) -> DeletionStatus:
@@ -294,6 +333,18 @@ def get_status(store: AuditStore, request_id: str) -> DeletionStatus | None:
             select(deletion_requests).where(deletion_requests.c.request_id == request_id)
         ).first()
     return DeletionStatus.from_row(row._mapping) if row else None
+
+
+def statuses(store: AuditStore, request_ids: Sequence[str]) -> dict[str, DeletionStatus]:
+    """The status of each known request id, in one query per chunk."""
+    found: dict[str, DeletionStatus] = {}
+    with store.reading() as conn:
+        for chunk in _chunks(request_ids):
+            query = select(deletion_requests).where(deletion_requests.c.request_id.in_(chunk))
+            for row in conn.execute(query):
+                status = DeletionStatus.from_row(row._mapping)
+                found[status.request_id] = status
+    return found
 
 
 def states(store: AuditStore, request_ids: Sequence[str]) -> dict[str, str]:
