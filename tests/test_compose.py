@@ -27,8 +27,8 @@ from cioguard.envelope import new_key
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SERVICES = {"redis", "postgres", "worker", "webhooks", "flower", "sandbox"}
-CIOGUARD_SERVICES = {"worker", "webhooks", "flower", "sandbox"}
+SERVICES = {"redis", "postgres", "worker", "webhooks", "flower", "sandbox", "deadlines"}
+CIOGUARD_SERVICES = {"worker", "webhooks", "flower", "sandbox", "deadlines"}
 SECRET_VARS = (
     "CUSTOMERIO_SITE_ID", "CUSTOMERIO_TRACK_API_KEY", "CUSTOMERIO_WEBHOOK_SECRET",
     "CIOGUARD_HASH_KEY", "CIOGUARD_PAYLOAD_KEY", "SENTRY_DSN", "FLOWER_BASIC_AUTH",

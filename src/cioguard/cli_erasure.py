@@ -212,8 +212,21 @@ def deletions_list(
 def deletions_overdue(
     within_days: int = typer.Option(3, help="also list requests due within this many days"),
     alert: bool = typer.Option(False, "--alert", help="send one Sentry event per request"),
+    every_s: int = typer.Option(
+        0, "--every-s", help="repeat every N seconds, forever (a watch for compose/cron-less hosts)"
+    ),
 ) -> None:
     """List erasure requests past or near their legal due date (exit 1 if any)."""
+    import time
+
+    while True:
+        found = _overdue_once(within_days, alert)
+        if every_s <= 0:
+            raise typer.Exit(1 if found else 0)
+        time.sleep(every_s)
+
+
+def _overdue_once(within_days: int, alert: bool) -> bool:
     from cioguard import gdpr
     from cioguard.cli import guarded
 
@@ -221,7 +234,7 @@ def deletions_overdue(
     console.print(_requests_table(rows) if rows else "No erasure request is overdue or due soon.")
     if alert and rows:
         _alert(rows)
-    raise typer.Exit(1 if rows else 0)
+    return bool(rows)
 
 
 def _alert(rows: list[DeletionStatus]) -> None:
