@@ -69,14 +69,7 @@ def check_credentials(
 
 def _accepted(settings: Settings, creds: Credentials) -> tuple[Check, str | None]:
     """Ask Customer.io about the pair; returns the check and the account's region if accepted."""
-    client = TrackClient(
-        site_id=creds.site_id,
-        api_key=creds.api_key,
-        region=settings.region,
-        base_url=settings.track_url,
-        ca_bundle=str(settings.ca_bundle) if settings.ca_bundle else None,
-        timeout_s=settings.http_timeout_s,
-    )
+    client = TrackClient.from_settings(settings, creds)
     try:
         region = client.check_region()
     except CredentialsError as exc:

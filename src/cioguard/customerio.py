@@ -28,6 +28,8 @@ from customerio import CustomerIO, Regions
 from requests.adapters import HTTPAdapter
 
 from cioguard import metrics
+from cioguard.config import Settings
+from cioguard.credentials import Credentials
 from cioguard.errors import CredentialsError, PermanentError, RetryableError
 
 RETRYABLE_STATUSES = frozenset({408, 429})
@@ -138,6 +140,18 @@ class TrackClient:
         )
         self._cio.ca_bundle = ca_bundle or True
         self.region = region
+
+    @classmethod
+    def from_settings(cls, settings: Settings, creds: Credentials) -> TrackClient:
+        """The client for these settings (region, URL override, CA bundle, timeout)."""
+        return cls(
+            site_id=creds.site_id,
+            api_key=creds.api_key,
+            region=settings.region,
+            base_url=settings.track_url,
+            ca_bundle=str(settings.ca_bundle) if settings.ca_bundle else None,
+            timeout_s=settings.http_timeout_s,
+        )
 
     def _call(self, op: str, method: str, *args: Any, **kwargs: Any) -> int:
         self._cio.operation = op

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO
 
 import kombu.exceptions
 import kombu.pools
@@ -171,8 +171,3 @@ class WorkerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def worker_env(**overrides: Any) -> dict[str, str]:
-    """Stringify an environment mapping, dropping None values."""
-    return {k: str(v) for k, v in overrides.items() if v is not None}

@@ -58,14 +58,7 @@ def build_runtime(settings: Settings) -> Runtime:
     audit = AuditStore.from_url(settings.audit_url)
     credentials = source_from_spec(settings.secrets_source)
     creds = credentials.get()
-    client = TrackClient(
-        site_id=creds.site_id,
-        api_key=creds.api_key,
-        region=settings.region,
-        base_url=settings.track_url,
-        ca_bundle=str(settings.ca_bundle) if settings.ca_bundle else None,
-        timeout_s=settings.http_timeout_s,
-    )
+    client = TrackClient.from_settings(settings, creds)
     return Runtime(
         settings=settings,
         envelope=Envelope(settings.payload_keys()),
