@@ -7,8 +7,10 @@ place that sees both the consumer's requests and the batch's result) to send ``t
 ``Request.send_event``, which honours whether events are on (Flower switches them on) exactly as
 for unbatched tasks. Arguments are the redacted ``argsrepr`` of each message.
 
-Every cioguard task acknowledges late, so ``flush`` acknowledges all requests when the batch
-function returns; that function never raises (it re-publishes what must run again first).
+Every cioguard task acknowledges late: ``flush`` acknowledges a message when the batch function
+has returned an outcome for it (finished, or re-published to run again). A message without one
+(the function failed, or re-publishing failed) is left unacknowledged, so Redis hands it out
+again after the visibility timeout: late, never lost.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from typing import Any
 from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
+
+NOT_SETTLED = "not_settled"
+"""An outcome meaning "neither finished nor re-published": the message must not be acknowledged."""
 
 
 class ReportingBatches(Batches):  # type: ignore[misc]
@@ -40,6 +45,8 @@ class ReportingBatches(Batches):  # type: ignore[misc]
             runtime = monotonic() - started
             for index, req in enumerate(reqs):
                 outcome = outcomes[index] if index < len(outcomes) else None
+                if outcome is None or outcome == NOT_SETTLED:
+                    continue  # left unacknowledged: Redis hands it out again (visibility timeout)
                 kind = "task-retried" if outcome == "retrying" else "task-succeeded"
                 req.send_event(kind, result=repr(outcome), runtime=runtime)
                 req.acknowledge()

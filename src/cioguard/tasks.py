@@ -26,7 +26,7 @@ from celery import Celery, Task
 from celery_batches import SimpleRequest
 
 from cioguard import delivery, metrics
-from cioguard.batches import ReportingBatches
+from cioguard.batches import NOT_SETTLED, ReportingBatches
 from cioguard.celeryconf import DELIVER_TASK, ERASE_TASK
 from cioguard.config import Settings
 from cioguard.delivery_batch import BatchItem, ItemResult, run_batch
@@ -86,16 +86,31 @@ def _run(task: Task, sealed: str, step: Callable[[Runtime, Job, str, int], str])
     try:
         job = Job.from_payload(rt.envelope.open(sealed))
     except (EnvelopeError, ValueError, TypeError) as exc:
-        return _unreadable(rt, str(task.request.id), sealed, exc, attempt)
+        unreadable: Exception = exc
+        return _recorded_or_retry(
+            task, lambda: _unreadable(rt, str(task.request.id), sealed, unreadable, attempt)
+        )
     try:
         return str(step(rt, job, sealed, attempt))
     except (RetryableError, AuditUnavailableError) as exc:
-        if _give_up(rt, job, attempt, exc):
-            return delivery.dead_letter(rt, job, sealed, exc, attempt)
-        _retry(task, rt, job, exc, attempt)
+        if not _give_up(rt, job, attempt, exc):
+            _retry(task, rt, job, exc, attempt)
+        failure: Exception = exc
     except Exception as exc:  # a bug must not lose the job: keep it, replayable
         log.exception("unexpected error", extra={"job_id": job.job_id, "kind": job.kind})
-        return delivery.dead_letter(rt, job, sealed, exc, attempt)
+        failure = exc
+    return _recorded_or_retry(task, lambda: delivery.dead_letter(rt, job, sealed, failure, attempt))
+
+
+def _recorded_or_retry(task: Task, record: Callable[[], str]) -> str:
+    """Record a final outcome; if the store cannot take it, run the whole job again later."""
+    try:
+        return record()
+    except AuditUnavailableError:
+        log.warning("final outcome not recorded; retrying", extra={"job_id": task.request.id})
+        raise task.retry(
+            countdown=RUNTIME_RETRY_S, argsrepr=SEALED_REPR, kwargsrepr="{}", exc=None, throw=True
+        ) from None
 
 
 def _give_up(rt: Runtime, job: Job, attempt: int, exc: Exception) -> bool:
@@ -175,8 +190,13 @@ def _run_batch(requests: Sequence[SimpleRequest], task_name: str) -> list[str]:
         log.exception("unexpected error in batch")
         results = [ItemResult(item, retry=exc) for item in items]
     for result in results:
-        outcome_of[result.item.job.job_id] = result.outcome or _requeue(rt, result, task_name)
-    return [outcome_of.get(str(req.id), "unknown") for req in requests]
+        try:
+            outcome = result.outcome or _requeue(rt, result, task_name)
+        except Exception as exc:  # e.g. the store is down while dead-lettering: run it again later
+            log.error("batch item not settled", extra={"error_class": type(exc).__name__})
+            outcome = NOT_SETTLED
+        outcome_of[result.item.job.job_id] = outcome
+    return [outcome_of.get(str(req.id), NOT_SETTLED) for req in requests]
 
 
 def _requeue(rt: Runtime, result: ItemResult, task_name: str) -> str:
@@ -188,11 +208,15 @@ def _requeue(rt: Runtime, result: ItemResult, task_name: str) -> str:
         return delivery.dead_letter(rt, item.job, item.sealed, exc, item.attempt)
     from cioguard.worker import app
 
-    app.send_task(
-        task_name, args=[item.sealed], task_id=item.job.job_id, retries=item.attempt,
-        countdown=_delay(rt, item.job, exc, item.attempt), argsrepr=SEALED_REPR,
-        kwargsrepr="{}",
-    )  # fmt: skip
+    try:
+        app.send_task(
+            task_name, args=[item.sealed], task_id=item.job.job_id, retries=item.attempt,
+            countdown=_delay(rt, item.job, exc, item.attempt), argsrepr=SEALED_REPR,
+            kwargsrepr="{}",
+        )  # fmt: skip
+    except Exception as publish_exc:  # broker trouble: keep the original message unacknowledged
+        log.error("could not re-publish", extra={"error_class": type(publish_exc).__name__})
+        return NOT_SETTLED
     return "retrying"
 
 
