@@ -105,7 +105,8 @@ def run_demo(*, identifies: int, events: int, deletions: int, concurrency: int) 
                 progress.advance(task)
         finals = _drain(producer.audit, total)
         elapsed = time.monotonic() - t0
-        _summary(producer.audit, sandbox.control.stats(), finals, total, elapsed)
+        leaked = _dropped_values_seen(sandbox)
+        _summary(producer.audit, sandbox.control.stats(), finals, total, elapsed, leaked)
         producer.audit.dispose()
     console.print(f"demo finished in {time.monotonic() - started:.1f} s")
 
@@ -136,8 +137,22 @@ def _drain(store: AuditStore, total: int, timeout_s: float = 300) -> int:
     return done
 
 
+DROPPED_VALUES = ("hunter2", "4111 1111 1111 1111", "+1415555")
+
+
+def _dropped_values_seen(sandbox: SandboxServer) -> int:
+    """How many requests that reached 'Customer.io' carry a value the policy drops or hashes."""
+    bodies = [r["body"] for r in sandbox.control.requests()]
+    return sum(1 for body in bodies if any(v in body for v in DROPPED_VALUES))
+
+
 def _summary(
-    store: AuditStore, stats: dict[str, object], finals: int, total: int, elapsed: float
+    store: AuditStore,
+    stats: dict[str, object],
+    finals: int,
+    total: int,
+    elapsed: float,
+    leaked: int,
 ) -> None:
     with store.engine.connect() as conn:
         outcomes: dict[str, int] = dict(
@@ -162,5 +177,6 @@ def _summary(
         "jobs/s (enqueue to last audit row)", f"{finals / elapsed:.0f}" if elapsed else "-"
     )
     table.add_row("audit rows (hash-chained)", str(rows))
+    table.add_row("requests carrying a password, card or raw phone", str(leaked))
     table.add_row("wall time", f"{elapsed:.1f} s")
     console.print(table)

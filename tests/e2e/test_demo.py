@@ -24,4 +24,6 @@ def test_demo_reaches_its_summary() -> None:
     assert finished and int(finished.group(1)) == 105, out
     delivered = re.search(r"delivered\s*│\s*(\d+)", out)
     assert delivered and int(delivered.group(1)) == 100
+    leaked = re.search(r"requests carrying a password, card or raw phone\s*│\s*(\d+)", out)
+    assert leaked and int(leaked.group(1)) == 0
     assert "Traceback" not in done.stderr
