@@ -6,7 +6,8 @@ CLI really has (its ``--help`` form exits 0 through the real entry points, which
 unknown options). The resolved configuration is read with the YAML parser of docker-compose's own
 interpreter, since the project does not depend on PyYAML.
 
-``docker-compose`` missing is a failure, not a skip: ``.ci/run`` installs it.
+``docker-compose`` missing is a failure in CI (``.ci/run`` installs it and sets
+``CIOGUARD_CI=1``) and a skip with the install command elsewhere.
 """
 
 from __future__ import annotations
@@ -38,10 +39,13 @@ SECRET_VARS = (
 def docker_compose() -> str:
     found = shutil.which("docker-compose")
     if found is None:
-        pytest.fail(
+        message = (
             "docker-compose is not installed: `apt-get install -y docker-compose` "
             "(Debian's 1.29 validates compose files without an engine; .ci/run installs it)"
         )
+        if os.environ.get("CIOGUARD_CI") == "1":  # CI installed it: missing is a failure
+            pytest.fail(message)
+        pytest.skip(message)  # a developer machine without it still runs every other test
     return found
 
 
