@@ -57,7 +57,7 @@ def pipeline_rows(d: dict[str, Any]) -> list[str]:
         if batched is not None:
             ratio_b = d[f"ratio_batched_{mode}"]
             rows.append(
-                f"| Pipeline, batched (the default), unlimited rate, {what} (people/s) "
+                f"| Pipeline, batched (`CIOGUARD_BATCH=1`), unlimited rate, {what} (people/s) "
                 f"| {batched['jobs_per_s']:.0f} | bare Celery task, same HTTPS call: "
                 f"{bare['jobs_per_s']:.0f} | {ratio_b:.2f} | >= {d['target']} "
                 f"| {_yes(ratio_b >= d['target'])} |"
