@@ -100,21 +100,12 @@ def bare_env(
 class BareWorker(WorkerProcess):
     """A worker node of this app, started and pinged like ``cioguard worker``."""
 
-    def start(self, *, timeout_s: float = 60) -> BareWorker:
-        import subprocess
-
-        cmd = [
+    def command(self) -> list[str]:
+        return [
             sys.executable, "-m", "celery", "-A", "bench.bare_app", "worker", "--loglevel",
             "warning", "--concurrency", str(self.concurrency), "--hostname", self.name,
             "--pool", "prefork", "--without-gossip", "--without-mingle", "-Q", QUEUE,
         ]  # fmt: skip
-        self._log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
-        out = self._log or subprocess.DEVNULL
-        self._proc = subprocess.Popen(
-            cmd, env=self.env, stdout=out, stderr=out, start_new_session=True
-        )
-        self._wait_ready(timeout_s)
-        return self
 
 
 def send_people(celery: Celery, count: int, attrs: Any, prefix: str = "bare") -> float:

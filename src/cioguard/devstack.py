@@ -103,12 +103,16 @@ class WorkerProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
-    def start(self, *, timeout_s: float = 60) -> WorkerProcess:
-        cmd = [
+    def command(self) -> list[str]:
+        """The worker's command line (subclasses start other Celery apps the same way)."""
+        return [
             sys.executable, "-m", "cioguard", "worker", "--concurrency", str(self.concurrency),
             "--hostname", self.name, "--pool", "prefork", "--without-gossip", "--without-mingle",
             *self.extra_args,
         ]  # fmt: skip
+
+    def start(self, *, timeout_s: float = 60) -> WorkerProcess:
+        cmd = self.command()
         self._log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
         out = self._log or subprocess.DEVNULL
         self._proc = subprocess.Popen(
