@@ -69,7 +69,7 @@ def env(tmp_path: Path, redis_url: str, cio: SandboxServer) -> dict[str, str]:
         "CIOGUARD_RATE_LIMIT": "500",
         "CIOGUARD_LOG_FORMAT": "json",
         "CIOGUARD_SECRETS": "env",
-        "CIOGUARD_BATCH": "0",
+        "CIOGUARD_BATCH": "1",
     }
 
 

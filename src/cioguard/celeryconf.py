@@ -4,13 +4,19 @@
 * JSON only; no result backend and no ``result_extended``: results would be one more place where
   arguments and return values rest.
 * Visibility timeout above the longest countdown the project uses (``countdown_cap_s``).
+* Redis consumers pop with BLMOVE into an in-flight list (:mod:`cioguard.transport`): kombu's
+  BRPOP leaves a popped message in no queue and no unacked set until the worker reads it, and a
+  worker killed then loses it. ``rediss://`` verifies the server's certificate (kombu's default
+  for that scheme is not to).
 * Short broker timeouts and a small publish retry: a broker that is down gives one clear error
   in the application quickly, not a hang.
 """
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery
 
@@ -37,7 +43,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "socket_connect_timeout": 3,
             "socket_timeout": 15,
             "retry_on_timeout": True,
+            "unacked_restore_throttle": 1,
         },
+        **_transport(settings.broker_url),
         "broker_connection_timeout": 3,
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",
@@ -62,3 +70,13 @@ def build_celery(settings: Settings, name: str = "cioguard") -> Celery:
     app = Celery(name)
     app.conf.update(celery_config(settings))
     return app
+
+
+def _transport(broker_url: str) -> dict[str, Any]:
+    scheme = urlsplit(broker_url).scheme
+    if scheme not in ("redis", "rediss"):
+        return {}
+    conf: dict[str, Any] = {"broker_transport": "cioguard.transport:Transport"}
+    if scheme == "rediss":
+        conf["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return conf

@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     max_attempts: int = Field(12, ge=1, alias="CIOGUARD_MAX_ATTEMPTS")
     max_age_s: float = Field(24 * 3600.0, gt=0, alias="CIOGUARD_MAX_AGE_S")
     visibility_timeout_s: int = Field(900, ge=5, alias="CIOGUARD_VISIBILITY_TIMEOUT_S")
-    batch: bool = Field(False, alias="CIOGUARD_BATCH")  # see docs/benchmarks.md: opt-in
+    batch: bool = Field(True, alias="CIOGUARD_BATCH")
     metrics_port: int | None = Field(None, ge=1, le=65535, alias="CIOGUARD_METRICS_PORT")
     sentry_dsn: SecretStr | None = Field(None, alias="SENTRY_DSN")
     environment: str = Field("production", alias="CIOGUARD_ENVIRONMENT")

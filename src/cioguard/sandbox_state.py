@@ -333,6 +333,7 @@ class SandboxState:
         self.events: dict[str, list[dict[str, Any]]] = {}
         self.event_ids: set[str] = set()
         self.suppressed: set[str] = set()
+        self.ops_by_action: Counter[str] = Counter()  # applied operations, v1 and v2 alike
         self.counters: Counter[str] = Counter()
         self.by_endpoint: dict[str, Counter[str]] = {}
         self.by_status: Counter[str] = Counter()
@@ -394,6 +395,7 @@ class SandboxState:
 
     def apply(self, op: Op) -> None:
         """Change the data as Customer.io would for a valid operation."""
+        self.ops_by_action[op.action] += 1
         if op.action in {"identify", "event"} and op.person_id in self.suppressed:
             self.counters["ignored_suppressed"] += 1
         elif op.action == "identify":
@@ -455,6 +457,7 @@ class SandboxState:
             **counts,
             "by_endpoint": {ep: dict(c) for ep, c in self.by_endpoint.items()},
             "by_status": dict(self.by_status),
+            "ops_by_action": dict(self.ops_by_action),
             "people": len(self.people),
             "suppressed": len(self.suppressed),
             "max_requests_in_any_1s_window": self.max_in_window,

@@ -31,15 +31,7 @@ KILLS = 6 if SOAK else 2
 FAST_REDELIVERY = {"CIOGUARD_VISIBILITY_TIMEOUT_S": 8, "CIOGUARD_BATCH_MAX_OPS": 25}
 
 
-BATCHED_LOSS = pytest.mark.xfail(
-    reason="known issue: under kill -9 a batched worker has lost 1-2 of ~460 jobs (acked, no "
-    "final row, not in Redis); batching is opt-in until it is found. Runs with CIOGUARD_SOAK=1.",
-    strict=False,
-)
-MODES = ["0", pytest.param("1", marks=BATCHED_LOSS)] if SOAK else ["0"]
-
-
-@pytest.mark.parametrize("batch", MODES)
+@pytest.mark.parametrize("batch", ["0", "1"])
 def test_random_kills_and_flaky_customerio_lose_nothing_and_resurrect_no_one(
     producer: Producer,
     start_worker: Callable[..., WorkerProcess],

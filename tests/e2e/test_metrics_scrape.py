@@ -56,7 +56,7 @@ def test_metrics_reflect_the_jobs_a_prefork_worker_ran(
 ) -> None:
     cio.control.configure(reject_id_prefix="poison-")
     port = free_port()
-    start_worker(concurrency=2, CIOGUARD_METRICS_PORT=port)
+    start_worker(concurrency=2, CIOGUARD_METRICS_PORT=port, CIOGUARD_BATCH="0")
 
     jobs = [producer.identify(f"m-{i}", {"plan": "pro"}) for i in range(6)]
     jobs += [producer.track(f"m-{i}", "signed_up", {"source": "ads"}) for i in range(3)]
