@@ -15,7 +15,12 @@ import pytest
 import redis
 from kombu import Connection, Consumer, Exchange, Message, Producer, Queue
 
-from cioguard.transport import INFLIGHT_REGISTRY, ReliableChannel, Transport, sweep_stale
+from cioguard.transport import (
+    INFLIGHT_REGISTRY,
+    Transport,
+    acks_in_one_round_trip,
+    sweep_stale,
+)
 
 QUEUE = Queue("jobs", Exchange("jobs", "direct"), "jobs")
 
@@ -138,22 +143,68 @@ def test_a_consumer_without_acks_leaves_nothing_in_flight(
     assert client.llen("jobs") == 0 and client.hlen("unacked") == 0
 
 
-def test_a_message_that_cannot_be_delivered_goes_back_to_its_queue(
+def test_a_message_whose_consumer_fails_stays_unacknowledged_for_redelivery(
     redis_url: str, client: redis.Redis
 ) -> None:
     _publish(redis_url, {"job": 5})
 
-    def explode(message: Message) -> None:
+    def explode(body: dict[str, Any], message: Message) -> None:
         raise RuntimeError("consumer failed")
 
-    with _connection(redis_url) as conn:
-        channel = conn.default_channel
-        assert isinstance(channel, ReliableChannel)
-        channel.basic_consume("jobs", True, explode, "c")
+    with _connection(redis_url) as conn, Consumer(conn, [QUEUE], callbacks=[explode]):
         with pytest.raises(RuntimeError):
             conn.drain_events(timeout=3)
-    assert client.llen("jobs") == 1
-    assert all(client.llen(k) == 0 for k in client.zrange(INFLIGHT_REGISTRY, 0, -1))
+        assert client.hlen("unacked") == 1  # the visibility timeout would hand it out again
+        assert all(client.llen(k) == 0 for k in client.zrange(INFLIGHT_REGISTRY, 0, -1))
+    assert client.llen("jobs") == 1  # closing the channel handed it back at once
+
+
+def test_one_claim_takes_as_many_messages_as_the_prefetch_window_allows(
+    redis_url: str, client: redis.Redis
+) -> None:
+    for n in range(10):
+        _publish(redis_url, {"job": n})
+    got: list[dict[str, Any]] = []
+    with _connection(redis_url) as conn:
+        consumer = Consumer(conn, [QUEUE], callbacks=[lambda body, message: got.append(body)])
+        consumer.qos(prefetch_count=4)
+        with consumer:
+            conn.drain_events(timeout=3)  # one pop, one claim
+            assert got == [{"job": n} for n in range(4)]
+            assert client.hlen("unacked") == 4 and client.llen("jobs") == 6
+    assert client.llen("jobs") == 10 and client.hlen("unacked") == 0  # unacked: handed back
+
+
+def test_acks_in_one_round_trip_remove_every_message_from_the_unacknowledged_set(
+    redis_url: str, client: redis.Redis
+) -> None:
+    for n in range(5):
+        _publish(redis_url, {"job": n})
+    messages: list[Message] = []
+    with _connection(redis_url) as conn:
+        consumer = Consumer(
+            conn, [QUEUE], callbacks=[lambda body, message: messages.append(message)]
+        )
+        consumer.qos(prefetch_count=5)
+        with consumer:
+            conn.drain_events(timeout=3)
+            assert client.hlen("unacked") == 5
+            with acks_in_one_round_trip(conn.default_channel):
+                for message in messages:
+                    message.ack()
+                assert client.hlen("unacked") == 5  # not yet: they go together
+            assert client.hlen("unacked") == 0 and client.zcard("unacked_index") == 0
+
+
+def test_a_message_that_is_not_json_is_dropped_not_redelivered_forever(
+    redis_url: str, client: redis.Redis
+) -> None:
+    _publish(redis_url, {"job": "declares the queue"})
+    client.delete("jobs")
+    client.lpush("jobs", b"not json")
+    _publish(redis_url, {"job": 8})
+    assert _receive_one(redis_url) == [{"job": 8}]
+    assert client.llen("jobs") == 0 and client.hlen("unacked") == 0
 
 
 def test_priorities_share_one_list_so_every_message_is_consumed(

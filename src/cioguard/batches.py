@@ -10,7 +10,8 @@ for unbatched tasks. Arguments are the redacted ``argsrepr`` of each message.
 Every cioguard task acknowledges late: ``flush`` acknowledges a message when the batch function
 has returned an outcome for it (finished, or re-published to run again). A message without one
 (the function failed, or re-publishing failed) is left unacknowledged, so Redis hands it out
-again after the visibility timeout: late, never lost.
+again after the visibility timeout: late, never lost. A batch's acknowledgements reach Redis in one
+round trip (:func:`cioguard.transport.acks_in_one_round_trip`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any
 from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
+
+from cioguard.transport import acks_in_one_round_trip
 
 NOT_SETTLED = "not_settled"
 """An outcome meaning "neither finished nor re-published": the message must not be acknowledged."""
@@ -43,13 +46,14 @@ class ReportingBatches(Batches):  # type: ignore[misc]
         def on_return(result: Any) -> None:
             outcomes: Sequence[Any] = result if isinstance(result, list) else []
             runtime = monotonic() - started
-            for index, req in enumerate(reqs):
-                outcome = outcomes[index] if index < len(outcomes) else None
-                if outcome is None or outcome == NOT_SETTLED:
-                    continue  # left unacknowledged: Redis hands it out again (visibility timeout)
-                kind = "task-retried" if outcome == "retrying" else "task-succeeded"
-                req.send_event(kind, result=repr(outcome), runtime=runtime)
-                req.acknowledge()
+            with acks_in_one_round_trip(reqs[0].message.channel):
+                for index, req in enumerate(reqs):
+                    outcome = outcomes[index] if index < len(outcomes) else None
+                    if outcome is None or outcome == NOT_SETTLED:
+                        continue  # left unacknowledged: handed out again (visibility timeout)
+                    kind = "task-retried" if outcome == "retrying" else "task-succeeded"
+                    req.send_event(kind, result=repr(outcome), runtime=runtime)
+                    _acknowledge_now(req)
 
         batch = ([SimpleRequest.from_request(r) for r in reqs],)
         return self._pool.apply_async(
@@ -58,6 +62,15 @@ class ReportingBatches(Batches):  # type: ignore[misc]
             accept_callback=on_accepted,
             callback=on_return,
         )
+
+
+def _acknowledge_now(req: Request) -> None:
+    """``Request.acknowledge`` schedules the ack for the event loop's next turn, one Redis call
+    each; ``on_return`` already runs in the event loop, so ack here, inside the batch's one round
+    trip (a connection error leaves the messages unacknowledged: they come back, late)."""
+    if not req.acknowledged:
+        req.message.ack()
+        req.acknowledged = True
 
 
 def _received(req: Request) -> None:

@@ -52,7 +52,8 @@ def register(app: Celery, settings: Settings) -> None:
         }
         app.task(name=DELIVER_TASK, **options)(deliver_batch)
         app.task(name=ERASE_TASK, **options)(erase_batch)
-        app.conf.worker_prefetch_multiplier = settings.batch_max_ops
+        # two batches per process: one runs while the next fills, so no process waits for work
+        app.conf.worker_prefetch_multiplier = 2 * settings.batch_max_ops
     else:
         app.task(bind=True, name=DELIVER_TASK, max_retries=None)(deliver)
         app.task(bind=True, name=ERASE_TASK, max_retries=None)(erase)

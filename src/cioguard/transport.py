@@ -13,27 +13,33 @@ on Redis), and the fix is small enough to keep here, beside the one Celery setti
 
 * a consumer pops with ``BLMOVE queue inflight RIGHT LEFT``: the message moves, atomically, into
   an in-flight list that belongs to this channel (one per channel and queue);
-* recording it as unacknowledged and removing it from the in-flight list happen in one
-  ``MULTI``/``EXEC`` (:meth:`ReliableQoS.append`), so at every instant the message is in the
-  queue, in an in-flight list, or in kombu's unacknowledged set (which the visibility timeout
-  hands out again);
+* when the worker reads the reply, one Lua script (``inflight_claim.lua``) takes the message out
+  of the in-flight list and records it as unacknowledged, and takes as many more as the prefetch
+  window allows straight from the queue into the unacknowledged set. At every instant a message is
+  in the queue, in an in-flight list, or in kombu's unacknowledged set (which the visibility
+  timeout hands out again). It also costs one round trip per group of messages where kombu
+  spends two per message;
 * each channel stamps its in-flight lists with Redis's clock (a heartbeat, every few seconds from
   the worker's event loop), and every worker hands the lists of consumers whose heartbeat is
   older than ``inflight_stale_after`` back to their queues, in one Lua script per run, so a
-  message is handed back once however many workers sweep.
+  message is handed back once however many workers sweep;
+* acknowledgements use one client per channel instead of a new client per call, and
+  :meth:`ReliableQoS.acks_in_one_round_trip` lets a batch acknowledge all its messages at once.
 
-Everything else (publishing, acks, the visibility timeout, fanout, the event loop) is kombu's.
-Limits: one Redis key list per queue (``priority_steps = [0]``: cioguard sends no priorities),
-no ``global_keyprefix``, Redis 6.2 or newer (BLMOVE), and a consumer of several queues waits at
-most :data:`MULTI_QUEUE_WAIT_S` on each in turn instead of on all at once.
+Everything else (publishing, the visibility timeout, fanout, the event loop) is kombu's.
+Limits: one Redis list per queue (``priority_steps = (0,)``: cioguard sends no priorities), no
+``global_keyprefix``, Redis 6.2 or newer (BLMOVE), and a consumer of several queues waits at most
+:data:`MULTI_QUEUE_WAIT_S` on each in turn instead of on all at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import time
 import uuid
+from collections.abc import Iterator
 from importlib.resources import files
 from queue import Empty
 from typing import Any
@@ -43,6 +49,8 @@ kombu_redis: Any = importlib.import_module("kombu.transport.redis")
 virtual: Any = importlib.import_module("kombu.transport.virtual")
 kombu_json: Any = importlib.import_module("kombu.utils.json")
 
+log = logging.getLogger("cioguard.transport")
+
 INFLIGHT_REGISTRY = "_cioguard.inflight"
 """Sorted set: in-flight list key -> Redis time of its channel's last heartbeat."""
 INFLIGHT_PREFIX = "_cioguard.inflight:"
@@ -50,9 +58,12 @@ INFLIGHT_PREFIX = "_cioguard.inflight:"
 MULTI_QUEUE_WAIT_S = 0.2
 DEFAULT_STALE_AFTER_S = 60.0
 SWEEP_LIMIT = 100
+CLAIM_MAX = 100
+"""At most this many messages per claim, whatever the prefetch window."""
 
 _HEARTBEAT = files("cioguard").joinpath("inflight_heartbeat.lua").read_text()
 _SWEEP = files("cioguard").joinpath("inflight_sweep.lua").read_text()
+_CLAIM = files("cioguard").joinpath("inflight_claim.lua").read_text()
 
 
 def inflight_key(token: str, queue: str) -> str:
@@ -65,22 +76,44 @@ def sweep_stale(client: Any, stale_after_s: float, limit: int = SWEEP_LIMIT) -> 
 
 
 class ReliableQoS(kombu_redis.QoS):  # type: ignore[misc]
-    """Records a popped message as unacknowledged and clears it from the in-flight list at once."""
+    """Acks on the channel's own client, one round trip per batch inside
+    :meth:`acks_in_one_round_trip`; messages claimed by the Lua script are already recorded."""
+
+    _deferred: list[str] | None = None
 
     def append(self, message: Any, delivery_tag: str) -> None:
-        popped = self.channel.take_popped()
-        if popped is None:
+        if self.channel.claimed:
+            virtual.QoS.append(self, message, delivery_tag)  # recorded in Redis by the claim
+        else:
             super().append(message, delivery_tag)
-            return
-        key, raw = popped
-        delivery = message.delivery_info
-        record = kombu_redis.dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
-        with self.channel.conn_or_acquire() as client, client.pipeline(transaction=True) as pipe:
-            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
-            pipe.hset(self.unacked_key, delivery_tag, record)
-            pipe.lrem(key, 1, raw)
+
+    def ack(self, delivery_tag: str) -> None:
+        if self._deferred is not None:
+            self._deferred.append(delivery_tag)
+        else:
+            self._remove(delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)
+
+    @contextlib.contextmanager
+    def acks_in_one_round_trip(self) -> Iterator[None]:
+        """Acks inside the block reach Redis together when it ends. If that fails, the messages
+        stay unacknowledged and come back after the visibility timeout (at least once)."""
+        self._deferred = []
+        try:
+            yield
+        finally:
+            tags, self._deferred = self._deferred, None
+            if tags:
+                try:
+                    self._remove(*tags)
+                except self.channel.connection_errors:
+                    log.warning("acks of %d messages did not reach Redis: redelivered", len(tags))
+
+    def _remove(self, *tags: str) -> None:
+        with self.channel.own_client.pipeline(transaction=False) as pipe:
+            pipe.zrem(self.unacked_index_key, *tags)
+            pipe.hdel(self.unacked_key, *tags)
             pipe.execute()
-        virtual.QoS.append(self, message, delivery_tag)
 
 
 class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
@@ -97,9 +130,19 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
             raise ValueError("cioguard's Redis transport does not support global_keyprefix")
         self._token = uuid.uuid4().hex
         self._inflight: set[str] = set()
+        self._no_ack_queues: set[str] = set()
         self._popping_from: str | None = None
-        self._popped: tuple[str, bytes] | None = None
         self._beat_at = float("-inf")
+        self._own_client: Any = None
+        self.claimed = False
+
+    @property
+    def own_client(self) -> Any:
+        """One client (on the channel's pool) for this channel's commands: kombu builds a new
+        client object for each, which costs more than the command on a busy consumer."""
+        if self._own_client is None:
+            self._own_client = self._create_client()
+        return self._own_client
 
     @property
     def stale_after_s(self) -> float:
@@ -111,9 +154,10 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
     def heartbeat_s(self) -> float:
         return max(0.5, min(10.0, self.stale_after_s / 4))
 
-    def take_popped(self) -> tuple[str, bytes] | None:
-        popped, self._popped = self._popped, None
-        return popped
+    def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
+        no_ack = kwargs.get("no_ack", args[0] if args else False)
+        (self._no_ack_queues.add if no_ack else self._no_ack_queues.discard)(queue)
+        return super().basic_consume(queue, *args, **kwargs)
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         queues = self._queue_cycle.consume(len(self.active_queues))
@@ -146,38 +190,40 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
                 raise Empty()
             queue = self._popping_from
             assert queue is not None
-            self._popped = (inflight_key(self._token, queue), item)
-            delivered = False
-            try:
-                self.connection._deliver(kombu_json.loads(item.decode()), queue)
-                delivered = True
-            finally:
-                self._settle_unrecorded(queue, delivered)
+            self._deliver_all(queue, self._claim(queue, item))
             return True
         finally:
             self._in_poll = None
             self._flush_brpop_reauth()
 
-    def _settle_unrecorded(self, queue: str, delivered: bool) -> None:
-        """A popped message that no ``append`` recorded: consumed without acks, or undeliverable."""
-        popped = self.take_popped()
-        if popped is None:
-            return
-        key, raw = popped
-        with self.conn_or_acquire() as client, client.pipeline(transaction=True) as pipe:
-            pipe.lrem(key, 1, raw)
-            if not delivered:
-                pipe.rpush(queue, raw)  # back to where the next pop takes it
-            pipe.execute()
+    def _claim(self, queue: str, item: bytes) -> list[bytes]:
+        record = queue not in self._no_ack_queues
+        room = self.qos.can_consume_max_estimate()
+        more = max(0, min(CLAIM_MAX, room if room is not None else CLAIM_MAX) - 1)
+        keys = (inflight_key(self._token, queue), queue, self.unacked_key, self.unacked_index_key)
+        args = (item, more, time.time(), "1" if record else "0")
+        return list(self.own_client.eval(_CLAIM, len(keys), *keys, *args))
+
+    def _deliver_all(self, queue: str, raws: list[bytes]) -> None:
+        self.claimed = True
+        try:
+            for raw in raws:
+                try:
+                    message = kombu_json.loads(raw.decode())
+                except ValueError:
+                    log.error("dropped a message on queue %s that is not JSON", queue)
+                    continue
+                self.connection._deliver(message, queue)
+        finally:
+            self.claimed = False
 
     def inflight_tick(self) -> None:
         """Heartbeat this channel's in-flight lists, then hand back those of silent consumers."""
         self._beat_at = time.monotonic()
-        with self.conn_or_acquire() as client:
-            if self._inflight:
-                client.eval(_HEARTBEAT, 1, INFLIGHT_REGISTRY, *sorted(self._inflight))
-            if self.active_queues:
-                sweep_stale(client, self.stale_after_s)
+        if self._inflight:
+            self.own_client.eval(_HEARTBEAT, 1, INFLIGHT_REGISTRY, *sorted(self._inflight))
+        if self.active_queues:
+            sweep_stale(self.own_client, self.stale_after_s)
 
     def close(self) -> None:
         if self._in_poll:
@@ -188,14 +234,15 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
             with contextlib.suppress(*self.connection_errors):
                 self._release_inflight()
         super().close()
+        self._own_client = None
 
     def _release_inflight(self) -> None:
-        with self.conn_or_acquire() as client:
-            for key in sorted(self._inflight):
-                queue = key.split(":", 2)[2]
-                while client.lmove(key, queue, "RIGHT", "RIGHT") is not None:
-                    pass
-                client.zrem(INFLIGHT_REGISTRY, key)
+        client = self.own_client
+        for key in sorted(self._inflight):
+            queue = key.split(":", 2)[2]
+            while client.lmove(key, queue, "RIGHT", "RIGHT") is not None:
+                pass
+            client.zrem(INFLIGHT_REGISTRY, key)
         self._inflight.clear()
 
 
@@ -220,3 +267,14 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
                 channel.inflight_tick()
             except channel.connection_errors:
                 return  # the event loop reconnects; the next tick beats again
+
+
+@contextlib.contextmanager
+def acks_in_one_round_trip(channel: Any) -> Iterator[None]:
+    """:meth:`ReliableQoS.acks_in_one_round_trip` for a message's channel, a no-op on others."""
+    qos = getattr(channel, "qos", None)
+    if isinstance(qos, ReliableQoS):
+        with qos.acks_in_one_round_trip():
+            yield
+    else:
+        yield
