@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
@@ -253,18 +253,31 @@ def transition_many(store: AuditStore, changes: Sequence[Transition]) -> bool:
                     )
                 ).all()
             )
-            for change in changes:
+            for keys, params in _state_updates(changes, now).items():
                 conn.execute(
                     update(deletion_requests)
-                    .where(deletion_requests.c.request_id == change.request_id)
-                    .values(**_state_values(change, now))
-                )
+                    .where(deletion_requests.c.request_id == bindparam("b_request_id"))
+                    .values({key: bindparam(f"b_{key}") for key in keys}),
+                    params,
+                )  # one executemany per set of changed columns, not one statement per request
             store.append_many(
                 conn, [_entry(change, owners[change.request_id]) for change in changes]
             )
     except IntegrityError:
         return False
     return True
+
+
+def _state_updates(
+    changes: Sequence[Transition], now: datetime
+) -> dict[tuple[str, ...], list[dict[str, object]]]:
+    """Parameter sets for the state UPDATEs, grouped by the columns each change sets."""
+    groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
+    for change in changes:
+        values = _state_values(change, now)
+        params = {"b_request_id": change.request_id, **{f"b_{k}": v for k, v in values.items()}}
+        groups.setdefault(tuple(sorted(values)), []).append(params)
+    return groups
 
 
 def _state_values(change: Transition, now: datetime) -> dict[str, object]:
