@@ -146,6 +146,14 @@ def test_short_webhook_secret_fails() -> None:
 # -- broker ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("version", "ok"),
+    [("7.0.15", True), ("6.2.0", True), ("6.0.16", False), ("5.0.7", False), ("", False)],
+)
+def test_redis_older_than_6_2_is_refused(version: str, ok: bool) -> None:
+    assert check.redis_version_ok(version) is ok
+
+
 def test_unreachable_broker_fails() -> None:
     found = check.check_broker(settings(CIOGUARD_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0"))
     assert not found.ok and "does not answer" in found.message

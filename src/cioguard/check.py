@@ -95,6 +95,7 @@ def check_broker(settings: Settings) -> Finding:
     try:
         client.ping()
         config = _redis_config(client)
+        version = str(client.info("server").get("redis_version", ""))
     except (redis.RedisError, OSError) as exc:
         return Finding(
             "broker", False, f"Redis at {where} does not answer ({type(exc).__name__}): "
@@ -102,6 +103,11 @@ def check_broker(settings: Settings) -> Finding:
         )  # fmt: skip
     finally:
         client.close()
+    if not redis_version_ok(version):
+        return Finding(
+            "broker", False, f"Redis at {where} is {version or 'of an unknown version'}: cioguard "
+            f"needs {'.'.join(map(str, MIN_REDIS))} or newer (its consumers pop with BLMOVE)",
+        )  # fmt: skip
     policy = config.get("maxmemory-policy")
     if policy not in (None, "noeviction"):
         return Finding(
@@ -111,6 +117,18 @@ def check_broker(settings: Settings) -> Finding:
     aof = config.get("appendonly")
     note = "; AOF is off: queued jobs are lost if Redis restarts" if aof == "no" else ""
     return Finding("broker", True, f"Redis at {where} answers (maxmemory-policy {policy}){note}")
+
+
+MIN_REDIS = (6, 2)
+
+
+def redis_version_ok(version: str) -> bool:
+    """True for Redis 6.2 or newer (``BLMOVE``, see transport.py); "7.0.15" -> True."""
+    try:
+        major, minor = (int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= MIN_REDIS
 
 
 def _redis_config(client: redis.Redis) -> dict[str, str]:
