@@ -40,7 +40,7 @@ def plot(runs: dict[str, RunResult]) -> None:
         f"People delivered at R = {RATE_PER_S} requests/s (1 node x {CONCURRENCY} processes)"
     )
     for i, (label, result) in enumerate(runs.items()):
-        total, xs, ys = 0, [], []
+        total, xs, ys = 0, [0], [0]
         for second, count in enumerate(result.per_second):
             total += count
             xs.append(second + 1)
@@ -53,7 +53,7 @@ def plot(runs: dict[str, RunResult]) -> None:
 
 
 def main() -> dict[str, Any]:
-    unbatched_jobs, batched_jobs = sized(1000, 150), sized(6000, 600)
+    unbatched_jobs, batched_jobs = sized(1000, 150), sized(20000, 600)
     with Stack() as stack, recorded(NAME) as result:
         result["setup"] = {
             "rate_per_s": RATE_PER_S, "concurrency": CONCURRENCY, "batch_max_ops": MAX_OPS,

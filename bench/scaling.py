@@ -37,7 +37,7 @@ def plot(runs: dict[str, dict[int, RunResult]]) -> None:
 
 
 def main() -> dict[str, Any]:
-    sizes = {"unbatched": sized(1000, 150), "batched": sized(4000, 400)}
+    sizes = {"unbatched": sized(1000, 150), "batched": sized(12000, 400)}
     with Stack() as stack, recorded(NAME) as result:
         result["setup"] = {
             "people": sizes, "processes": list(PROCESSES),
