@@ -1,6 +1,7 @@
 """The Celery configuration that does not lose work (see celery-pitfalls.md).
 
-* Late acks, prefetch 1, requeue on worker loss: a killed task runs again (tasks are idempotent).
+* Late acks, requeue on worker loss: a killed task runs again (tasks are idempotent). Prefetch
+  1 per process unbatched; batched, two buffers' worth (``tasks.register``).
 * JSON only; no result backend and no ``result_extended``: results would be one more place where
   arguments and return values rest.
 * Visibility timeout above the longest countdown the project uses (``countdown_cap_s``).

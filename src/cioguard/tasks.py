@@ -2,14 +2,15 @@
 
 Two wirings of the same task names, chosen by ``CIOGUARD_BATCH`` at worker start:
 
-* unbatched: one message -> one job -> one request (:mod:`cioguard.delivery`);
-* batched: ``celery-batches`` buffers messages in the consumer and hands a list to the pool
-  (:mod:`cioguard.delivery_batch`), flushed at ``CIOGUARD_BATCH_MAX_OPS`` messages or after
-  ``CIOGUARD_BATCH_LINGER_S``, whichever comes first. Chosen over a hand-written flush task
-  because it keeps Celery's own message handling: messages are acknowledged only after the
-  batch function returns (late acks), and an unacknowledged buffer is redelivered by Redis if
-  the worker dies. Items that must run again are re-published with a countdown *before* that
-  acknowledgement, each under its own job id, so one person's failure never holds the others.
+* unbatched (``CIOGUARD_BATCH=0``): one message -> one job -> one request
+  (:mod:`cioguard.delivery`);
+* batched (the default): ``celery-batches`` buffers messages in the consumer and hands a list to the
+  pool (:mod:`cioguard.delivery_batch`), flushed at ``CIOGUARD_BATCH_MAX_OPS`` messages or after
+  ``CIOGUARD_BATCH_LINGER_S``, whichever comes first. Chosen over a hand-written flush task because
+  it keeps Celery's own message handling: messages are acknowledged only after the batch function
+  returns (late acks), and an unacknowledged buffer is redelivered by Redis if the worker dies.
+  Items that must run again are re-published with a countdown *before* that acknowledgement, each
+  under its own job id, so one person's failure never holds the others.
 
 Arguments are ciphertext only; ``argsrepr`` is a short redacted form on the first send (api.py)
 and on every retry (Celery's ``retry()`` drops it otherwise, celery#6086). Return values are
