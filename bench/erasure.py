@@ -73,12 +73,15 @@ def run(stack: Stack, *, people: int, rate_per_s: int, batch: bool) -> dict[str,
     requests_needed = math.ceil(people / MAX_OPS) if batch else people
     ideal_s = requests_needed / rate_per_s
     wall_s = finished - cpu0.at
+    first_request = stats["first_request_monotonic"]  # the sandbox's clock: the same monotonic one
     return {
         "people": people, "rate_per_s": rate_per_s, "batch": batch,
         "requests_needed": requests_needed, "requests_sent": stats["requests_total"],
         "over_limit": stats["over_limit"], "suppressed": stats["suppressed"],
         "ideal_s": round(ideal_s, 2), "wall_s": round(wall_s, 2),
         "ratio": round(wall_s / ideal_s, 2), "people_per_s": round(people / wall_s, 1),
+        "start_s": round(first_request - cpu0.at, 2),
+        "wall_from_first_request_s": round(finished - first_request, 2),
         "enqueue_s": round(enqueue_s, 2),
         "enqueue_us_per_call": round(enqueue_s * 1e6 / people, 1),
         "cpu_ms_per_person": cpu0.per_job_ms(cpu1, people),
