@@ -205,6 +205,9 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         return list(self.own_client.eval(_CLAIM, len(keys), *keys, *args))
 
     def _deliver_all(self, queue: str, raws: list[bytes]) -> None:
+        """Hand claimed messages to the consumer. If its callback raises, the ones not yet handed
+        over stay in the unacknowledged set: handed out again at close or after the visibility
+        timeout (at least once, like any message of a failed consumer)."""
         self.claimed = True
         try:
             for raw in raws:
