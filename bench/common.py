@@ -95,20 +95,23 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def process_group_cpu_s(pgid: int) -> float:
-    """User + system CPU seconds of every live process in group ``pgid`` (worker + pool)."""
-    total = 0
+def process_stats() -> Iterator[tuple[int, list[str]]]:
+    """``(pid, fields)`` of every live process, ``fields`` being ``/proc/<pid>/stat`` after the
+    command name: ``fields[2]`` is the process group, ``fields[11:13]`` user and system ticks."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(f"/proc/{entry.name}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
+                yield int(entry.name), fh.read().rsplit(")", 1)[1].split()
         except OSError:
-            continue
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / _CLK_TCK
+            continue  # the process ended while we looked
+
+
+def process_group_cpu_s(pgid: int) -> float:
+    """User + system CPU seconds of every live process in group ``pgid`` (worker + pool)."""
+    ticks = sum(int(f[11]) + int(f[12]) for _, f in process_stats() if int(f[2]) == pgid)
+    return ticks / _CLK_TCK
 
 
 def children_cpu_s(name_part: str) -> float:

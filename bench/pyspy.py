@@ -10,7 +10,6 @@ the stack (inclusive), and the share of the leaf frames by library and function.
 from __future__ import annotations
 
 import collections
-import os
 import re
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import Stack, attributes, final_count, wait_for
+from bench.common import Stack, attributes, final_count, process_stats, wait_for
 
 _FRAME = re.compile(r"(?P<fn>\S+) \((?P<path>[^:]*):\d+\)")
 
@@ -33,18 +32,7 @@ def py_spy() -> str | None:
 
 def pool_pids(main_pid: int) -> list[int]:
     """The pool processes of a worker node (its process group, minus the main process)."""
-    pids = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == main_pid:
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == main_pid:
-            pids.append(int(entry.name))
-    return pids
+    return [pid for pid, f in process_stats() if int(f[2]) == main_pid and pid != main_pid]
 
 
 def record(pids: list[int], seconds: int, *, idle: bool = True) -> list[Path]:
