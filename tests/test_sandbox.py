@@ -125,6 +125,16 @@ def test_events_are_stored_and_deduplicated_by_id(
     assert (stats["events_unique"], stats["duplicate_events"]) == (2, 1)
 
 
+def test_event_ids_outlive_the_deletion_of_their_person(
+    sandbox: SandboxServer, http: httpx.Client
+) -> None:
+    event(http, "p1", "purchase", id="01J0KEPT")
+    event(http, "p2", "purchase", id="01J0GONE")
+    assert http.delete("/api/v1/customers/p2").status_code == 200
+    assert sandbox.control.events("p2") == []
+    assert sandbox.control.event_ids() == {"01J0KEPT", "01J0GONE"}
+
+
 def test_delete_removes_person_and_is_200_when_absent(
     sandbox: SandboxServer, http: httpx.Client
 ) -> None:

@@ -4,8 +4,8 @@ Tests, the demo, benchmarks and local development point the real worker (or the 
 ``customerio`` package) at it. From the client's side it answers like Customer.io: Basic auth,
 the v1 person endpoints, ``GET /api/v1/accounts/region`` and ``POST /api/v2/batch``, with the
 documented limits (see ``sandbox_state``). Under ``/_sandbox/`` (no auth: a local tool) it offers
-``stats``, ``config``, ``credentials``, ``reset``, ``people/{id}``, ``events?person=`` and
-``requests`` so tests can inject faults and check what reached "Customer.io".
+``stats``, ``config``, ``credentials``, ``reset``, ``people/{id}``, ``events?person=``,
+``event-ids`` and ``requests`` so tests can inject faults and check what reached "Customer.io".
 
 Run it with :class:`SandboxServer` (a subprocess, for tests), :func:`serve` (foreground) or
 ``python -m cioguard.sandbox --help``.
@@ -281,6 +281,9 @@ class ControlApi:
             return JSONResponse(self.state.all_events())
         return JSONResponse(self.state.events.get(person, []))
 
+    async def event_ids(self, request: Request) -> Response:
+        return JSONResponse(sorted(self.state.event_ids))
+
     async def requests(self, request: Request) -> Response:
         since = request.query_params.get("since", "0")
         start = int(since) if since.isdigit() else 0
@@ -322,6 +325,7 @@ def build_app(state: SandboxState) -> Starlette:
         Route("/_sandbox/people/{person_id:path}", control.person, methods=["GET"]),
         Route("/_sandbox/events", control.events, methods=["GET"]),
         Route("/_sandbox/requests", control.requests, methods=["GET"]),
+        Route("/_sandbox/event-ids", control.event_ids, methods=["GET"]),
         Route("/{path:path}", track.handle, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
     ]
     return Starlette(routes=routes)
@@ -481,6 +485,12 @@ class SandboxControl:
         params = {} if person is None else {"person": person}
         result: list[dict[str, Any]] = self._get("/_sandbox/events", **params)
         return result
+
+    def event_ids(self) -> set[str]:
+        """Ids of every event accepted so far, also of people deleted since (their events are
+        gone from :meth:`events`, but Customer.io did receive them)."""
+        result: list[str] = self._get("/_sandbox/event-ids")
+        return set(result)
 
     def close(self) -> None:
         self._http.close()
