@@ -19,7 +19,7 @@ import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,6 +52,9 @@ class AuditEntry:
     http_status: int | None = None
     policy_version: str | None = None
     detail: str | None = None
+
+
+_ENTRY_FIELDS = tuple(f.name for f in fields(AuditEntry))
 
 
 def utcnow() -> datetime:
@@ -214,10 +217,10 @@ class AuditStore:
 
 
 def _row(entry: AuditEntry, *, seq: int, at: datetime, prev_hash: str) -> dict[str, Any]:
-    fields = asdict(entry)
-    final = fields.pop("final")
+    values = {name: getattr(entry, name) for name in _ENTRY_FIELDS}  # scalars: no deep copy
+    final = values.pop("final")
     row = {
-        **fields,
+        **values,
         "seq": seq,
         "at": at,
         "final_job_id": entry.job_id if final else None,
