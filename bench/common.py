@@ -7,8 +7,9 @@ application-side :class:`~cioguard.api.Producer`. Completion is counted where th
 it: final audit rows (or, for the bare baseline, requests the sandbox answered with a 2xx).
 
 A benchmark calls :meth:`Stack.phase` before each measured phase: workers stopped, the private
-Redis flushed, the sandbox reset and configured, a fresh SQLite audit file. So phases never see
-each other's jobs, tokens or rows.
+Redis flushed, the sandbox reset and configured, a fresh audit store: a SQLite file, or after
+:meth:`Stack.use_audit` ``("postgres")`` a new PostgreSQL database on ``BENCH_PG_URL``'s server
+(dropped again when the stack closes). So phases never see each other's jobs, tokens or rows.
 
 Note:
     Timings on a shared 2-core machine move with the load; every result records
@@ -38,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
 
 from cioguard.api import Producer
 from cioguard.audit import AuditStore
@@ -51,6 +53,9 @@ from cioguard.sandbox import SandboxControl, SandboxServer
 
 COMMITTED_RESULTS = Path(__file__).resolve().parent / "results"
 UNLIMITED_RATE = "1000000"
+PG_ADMIN_URL = os.environ.get(
+    "BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)  # a server where the benchmark may create and drop its own databases
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -208,6 +213,8 @@ class Stack:
         self.workers: list[WorkerProcess] = []
         self._phase = 0
         self.audit_url = ""
+        self.audit_kind = "sqlite"
+        self._databases: list[str] = []
 
     def __enter__(self) -> Stack:
         self.redis.start()
@@ -216,6 +223,7 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop_workers()
+        self._drop_databases()
         self.sandbox.stop()
         self.redis.stop()
         shutil.rmtree(self.redis.data_dir, ignore_errors=True)
@@ -233,7 +241,40 @@ class Stack:
         control.configure(**{"strict_rate_per_s": None, "strict_burst": None, **faults})
         control.reset()
         self._phase += 1
-        self.audit_url = f"sqlite:///{self.tmp / f'audit-{self._phase}.db'}"
+        if self.audit_kind == "postgres":
+            self.audit_url = self._new_database(f"cioguard_bench_{os.getpid()}_{self._phase}")
+        else:
+            self.audit_url = f"sqlite:///{self.tmp / f'audit-{self._phase}.db'}"
+
+    def use_audit(self, kind: str) -> None:
+        """``"sqlite"`` (the default) or ``"postgres"`` for the audit store of later phases."""
+        if kind not in {"sqlite", "postgres"}:
+            raise ValueError(f"unknown audit store kind {kind!r}: use sqlite or postgres")
+        self.audit_kind = kind
+
+    def _new_database(self, name: str) -> str:
+        """Create database ``name`` on the PostgreSQL server; returns its URL."""
+        self._drop_databases()  # the previous phase's: its workers are stopped
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        finally:
+            admin.dispose()
+        self._databases.append(name)
+        return make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+    def _drop_databases(self) -> None:
+        if not self._databases:
+            return
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                for name in self._databases:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        finally:
+            admin.dispose()
+        self._databases = []
 
     def env(self, **overrides: Any) -> dict[str, str]:
         """The worker/producer environment (as tests/conftest.py's ``env``), plus overrides."""
@@ -323,6 +364,19 @@ class Stack:
             return int(client.llen(queue))
         finally:
             client.close()
+
+
+def postgres_available() -> bool:
+    """Whether ``BENCH_PG_URL``'s server answers (the PostgreSQL runs are skipped otherwise)."""
+    engine = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception:  # any failure to reach it means: no PostgreSQL runs
+        return False
+    finally:
+        engine.dispose()
+    return True
 
 
 def final_count(store: AuditStore) -> int:

@@ -24,8 +24,10 @@ from typing import Any
 
 from bench import pyspy
 from bench.common import (
+    PG_ADMIN_URL,
     Stack,
     figure_path,
+    postgres_available,
     recorded,
     say,
     sized,
@@ -69,40 +71,62 @@ def _run(system: str, stack: Stack, *, jobs: int, mode: str) -> RunResult:
     )
 
 
+def _rounds(stack: Stack, *, jobs: int, rounds: int, label: str) -> dict[str, list[RunResult]]:
+    """Every system in every mode, ``rounds`` times, taking turns."""
+    all_rounds: dict[str, list[RunResult]] = {}
+    for round_no in range(rounds):
+        for mode in ("e2e", "drain"):
+            for system in SYSTEMS:
+                say(f"{NAME}: {label} round {round_no + 1}: {system} {mode}")
+                outcome = _run(system, stack, jobs=jobs, mode=mode)
+                all_rounds.setdefault(f"{system} {mode}", []).append(outcome)
+                say(f"{NAME}: {outcome.jobs_per_s} jobs/s")
+    return all_rounds
+
+
+def _ratios(runs: dict[str, RunResult]) -> dict[str, Any]:
+    """cioguard's jobs/s over the bare task's, per mode, and the CPU each system spent per job."""
+    out: dict[str, Any] = {}
+    for mode in ("e2e", "drain"):
+        bare = runs[f"bare celery {mode}"].jobs_per_s
+        out[f"ratio_{mode}"] = round(runs[f"cioguard {mode}"].jobs_per_s / bare, 3)
+        out[f"ratio_batched_{mode}"] = round(runs[f"cioguard batched {mode}"].jobs_per_s / bare, 3)
+        cpu = {system: sum(runs[f"{system} {mode}"].cpu_ms_per_job.values()) for system in SYSTEMS}
+        out[f"cpu_ms_per_job_{mode}"] = {k: round(v, 2) for k, v in cpu.items()}
+    return out
+
+
+def _postgres(stack: Stack, *, jobs: int) -> dict[str, Any]:
+    """One round with the audit store on PostgreSQL, the store compose and production use."""
+    if not postgres_available():
+        return {"skipped": f"no PostgreSQL answering at BENCH_PG_URL ({PG_ADMIN_URL})"}
+    stack.use_audit("postgres")
+    try:
+        runs = {k: v[0] for k, v in _rounds(stack, jobs=jobs, rounds=1, label="postgres").items()}
+    finally:
+        stack.use_audit("sqlite")
+    return {"runs": {k: v.as_dict() for k, v in runs.items()}, **_ratios(runs)}
+
+
 def main() -> dict[str, Any]:
     jobs = sized(1500, 300)
     rounds = sized(2, 1)
     with Stack() as stack, recorded(NAME) as result:
         result["setup"] = {"jobs": jobs, "concurrency": CONCURRENCY, "batch": "both",
                            "rate_limit": "unlimited (1,000,000/s)", "rounds": rounds,
+                           "audit_store": "SQLite; then one round on PostgreSQL",
                            "kept": "the fastest round of each system and mode"}  # fmt: skip
-        all_rounds: dict[str, list[RunResult]] = {}
-        for round_no in range(rounds):
-            for mode in ("e2e", "drain"):
-                for system in SYSTEMS:
-                    say(f"{NAME}: round {round_no + 1}: {system} {mode}")
-                    outcome = _run(system, stack, jobs=jobs, mode=mode)
-                    all_rounds.setdefault(f"{system} {mode}", []).append(outcome)
-                    say(f"{NAME}: {outcome.jobs_per_s} jobs/s")
+        all_rounds = _rounds(stack, jobs=jobs, rounds=rounds, label="sqlite")
         runs = {key: best(results) for key, results in all_rounds.items()}
         result["runs"] = {k: v.as_dict() for k, v in runs.items()}
         result["rounds_jobs_per_s"] = {
             k: [r.jobs_per_s for r in results] for k, results in all_rounds.items()
         }
-        for mode in ("e2e", "drain"):
-            ratio = runs[f"cioguard {mode}"].jobs_per_s / runs[f"bare celery {mode}"].jobs_per_s
-            result[f"ratio_{mode}"] = round(ratio, 3)
-            batched = runs[f"cioguard batched {mode}"].jobs_per_s
-            result[f"ratio_batched_{mode}"] = round(
-                batched / runs[f"bare celery {mode}"].jobs_per_s, 3
-            )
-            cpu = {
-                system: sum(runs[f"{system} {mode}"].cpu_ms_per_job.values()) for system in SYSTEMS
-            }
-            result[f"cpu_ms_per_job_{mode}"] = {k: round(v, 2) for k, v in cpu.items()}
+        result.update(_ratios(runs))
         result["ratio"] = result["ratio_e2e"]
         result["target"] = TARGET
         result["met"] = result["ratio"] >= TARGET
+        result["postgres"] = _postgres(stack, jobs=jobs)
         if pyspy.py_spy() is not None:
             say(f"{NAME}: profiling cioguard's pool processes with py-spy")
             result["profile"] = pyspy.profile_cioguard(

@@ -63,6 +63,24 @@ def pipeline_rows(d: dict[str, Any]) -> list[str]:
                 f"{bare['jobs_per_s']:.0f} | {ratio_b:.2f} | >= {d['target']} "
                 f"| {_yes(ratio_b >= d['target'])} |"
             )
+    return rows + _postgres_rows(d)
+
+
+def _postgres_rows(d: dict[str, Any]) -> list[str]:
+    """The round with a PostgreSQL audit store, end to end (absent from older results)."""
+    pg = d.get("postgres") or {}
+    if "runs" not in pg:
+        return []
+    rows = []
+    for system, what in (("cioguard", "unbatched"), ("cioguard batched", "batched")):
+        ours, bare = pg["runs"][f"{system} e2e"], pg["runs"]["bare celery e2e"]
+        ratio = pg["ratio_batched_e2e" if what == "batched" else "ratio_e2e"]
+        rows.append(
+            f"| Pipeline, {what}, PostgreSQL audit store, unlimited rate, end to end (jobs/s) "
+            f"| {ours['jobs_per_s']:.0f} | bare Celery task, same HTTPS call: "
+            f"{bare['jobs_per_s']:.0f} | {ratio:.2f} | >= {d['target']} "
+            f"| {_yes(ratio >= d['target'])} |"
+        )
     return rows
 
 
