@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
 from bench import pyspy
 from bench.common import (
     PG_ADMIN_URL,
@@ -99,7 +101,8 @@ def _ratios(runs: dict[str, RunResult]) -> dict[str, Any]:
 def _postgres(stack: Stack, *, jobs: int) -> dict[str, Any]:
     """One round with the audit store on PostgreSQL, the store compose and production use."""
     if not postgres_available():
-        return {"skipped": f"no PostgreSQL answering at BENCH_PG_URL ({PG_ADMIN_URL})"}
+        where = make_url(PG_ADMIN_URL).render_as_string(hide_password=True)
+        return {"skipped": f"no PostgreSQL answering at BENCH_PG_URL ({where})"}
     stack.use_audit("postgres")
     try:
         runs = {k: v[0] for k, v in _rounds(stack, jobs=jobs, rounds=1, label="postgres").items()}
