@@ -24,13 +24,31 @@ T = TypeVar("T")
 DEFAULT_429_PAUSE_S = 1.0  # a 429 without Retry-After still slows the whole fleet down
 
 
-def deliver(rt: Runtime, job: Job, sealed: str, *, attempt: int) -> str:
+ERASED_DETAIL = "dropped: subject erased"
+ERASED_AFTER_ATTEMPT_DETAIL = (
+    "dropped: subject erased; an earlier attempt, begun before the erasure request, "
+    "may have reached Customer.io"
+)
+
+
+def erased_detail(*, attempt: int, redelivered: bool) -> str:
+    """The audit detail of a job dropped because its subject is under erasure.
+
+    A retry (``attempt > 1``) or a redelivery (a worker died holding the message) follows an
+    attempt that passed the erasure check before the request was recorded and may have sent
+    its data; the trail says so rather than claim nothing left. The erasure removes that data.
+    """
+    return ERASED_AFTER_ATTEMPT_DETAIL if attempt > 1 or redelivered else ERASED_DETAIL
+
+
+def deliver(rt: Runtime, job: Job, sealed: str, *, attempt: int, redelivered: bool = False) -> str:
     """Deliver an identify or track job. Returns the outcome (no PII)."""
     already_final, erased = rt.tombstones.gate(job.job_id, job.person_hash)
     if already_final:
         return "duplicate"
     if erased:
-        return finish(rt, job, "dropped", attempt, detail="dropped: subject erased")
+        detail = erased_detail(attempt=attempt, redelivered=redelivered)
+        return finish(rt, job, "dropped", attempt, detail=detail)
     request = _request_for(rt, job)
     try:
         status = send(rt, request)

@@ -50,6 +50,7 @@ class BatchItem:
     job: Job
     sealed: str
     attempt: int
+    redelivered: bool = False  # a worker died holding it: an attempt may have been sent
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,8 @@ def _precheck(rt: Runtime, item: BatchItem, finals: set[str], erased: set[str]) 
     if job.job_id in finals:
         return "duplicate"
     if job.person_hash in erased:
-        return delivery.finish(rt, job, "dropped", item.attempt, detail="dropped: subject erased")
+        detail = delivery.erased_detail(attempt=item.attempt, redelivered=item.redelivered)
+        return delivery.finish(rt, job, "dropped", item.attempt, detail=detail)
     return None
 
 

@@ -20,7 +20,7 @@ outcome words. Exception text never carries PII by construction (errors.py).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from celery import Celery, Task
@@ -64,11 +64,21 @@ def register(app: Celery, settings: Settings) -> None:
 
 
 def deliver(task: Task, sealed: str) -> str:
-    return _run(task, sealed, lambda rt, job, s, a: delivery.deliver(rt, job, s, attempt=a))
+    again = _redelivered(task.request.delivery_info)
+    return _run(
+        task,
+        sealed,
+        lambda rt, job, s, a: delivery.deliver(rt, job, s, attempt=a, redelivered=again),
+    )
 
 
 def erase(task: Task, sealed: str) -> str:
     return _run(task, sealed, lambda rt, job, s, a: delivery.erase(rt, job, s, attempt=a))
+
+
+def _redelivered(delivery_info: Mapping[str, Any] | None) -> bool:
+    """Whether the broker handed this message out before (kombu marks restored messages)."""
+    return bool((delivery_info or {}).get("redelivered"))
 
 
 def _runtime_or_retry(task: Task) -> Runtime:
@@ -185,7 +195,8 @@ def _run_batch(requests: Sequence[SimpleRequest], task_name: str) -> list[str]:
         except (EnvelopeError, ValueError, TypeError) as exc:
             outcome_of[str(req.id)] = _unreadable(rt, str(req.id), sealed, exc, attempt)
             continue
-        items.append(BatchItem(job=job, sealed=sealed, attempt=attempt))
+        again = _redelivered(req.delivery_info)
+        items.append(BatchItem(job=job, sealed=sealed, attempt=attempt, redelivered=again))
     try:
         results = run_batch(rt, items)
     except Exception as exc:  # a bug must not lose the buffer: send every item back

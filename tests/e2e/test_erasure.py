@@ -10,6 +10,7 @@ import collections
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import redis
 from cioguard.api import Producer
 from cioguard.audit import AuditStore
 from cioguard.audit_chain import verify
+from cioguard.delivery import ERASED_AFTER_ATTEMPT_DETAIL, ERASED_DETAIL
 from cioguard.devstack import WorkerProcess
 from cioguard.sandbox import SandboxServer
 from tests.conftest import settings_from
@@ -86,6 +88,41 @@ def test_each_mode_erases_at_the_sandbox_and_repeats_make_no_second_erase(
         p.celery.close()
 
 
+def _in_flight(cio: SandboxServer) -> int:
+    """Requests the sandbox has received and not yet answered."""
+    stats = cio.control.stats()
+    return int(stats["requests_total"]) - sum(stats["by_status"].values())
+
+
+@pytest.mark.parametrize("batch", ["0", "1"])
+def test_a_job_sent_before_the_erasure_and_redelivered_after_says_it_may_have_reached_cio(
+    batch: str,
+    producer: Producer,
+    start_worker: Callable[..., WorkerProcess],
+    cio: SandboxServer,
+) -> None:
+    """The worker dies while its identify is in flight, and the person's erasure is recorded
+    before the job comes back. The redelivery drops it and the trail says that an earlier
+    attempt may have reached Customer.io; the erasure then leaves nothing there."""
+    env = {"CIOGUARD_BATCH": batch, "CIOGUARD_VISIBILITY_TIMEOUT_S": 5}
+    cio.control.configure(latency_ms=2000)
+    worker = start_worker(**env)
+    job_id = producer.identify("late", {"plan": "pro"})
+    wait_until(lambda: _in_flight(cio) >= 1, timeout_s=60, what="the identify in flight")
+    request_id = producer.delete_person("late")
+    worker.kill()
+    killed_at = time.monotonic()
+    cio.control.configure(latency_ms=0)
+    time.sleep(max(0.0, killed_at + 6 - time.monotonic()))  # past the visibility timeout
+    start_worker(**env)
+
+    wait_for_finals(producer.audit, 2)
+    row = _final(producer.audit, job_id)
+    assert (row["outcome"], row["detail"]) == ("dropped", ERASED_AFTER_ATTEMPT_DETAIL)
+    assert producer.deletion_status(request_id).state == "completed"
+    assert cio.control.person("late") is None and cio.control.events("late") == []
+
+
 @pytest.mark.parametrize("batch", ["0", "1"])
 def test_jobs_queued_before_and_after_a_deletion_are_dropped_even_after_a_redis_flush(
     batch: str,
@@ -104,7 +141,7 @@ def test_jobs_queued_before_and_after_a_deletion_are_dropped_even_after_a_redis_
     wait_for_finals(producer.audit, len(before) + len(after) + 2)
     for job_id in before + after:
         row = _final(producer.audit, job_id)
-        assert (row["outcome"], row["detail"]) == ("dropped", "dropped: subject erased")
+        assert (row["outcome"], row["detail"]) == ("dropped", ERASED_DETAIL)
     assert _final(producer.audit, alive)["outcome"] == "delivered"
     assert producer.deletion_status(request_id).state == "completed"
     assert cio.control.person("ghost") is None and cio.control.events("ghost") == []

@@ -24,6 +24,7 @@ from collections.abc import Callable
 import pytest
 
 from cioguard.api import Producer
+from cioguard.delivery import ERASED_AFTER_ATTEMPT_DETAIL
 from cioguard.devstack import WorkerProcess
 from cioguard.sandbox import SandboxServer
 from tests.helpers import final_rows, wait_for_finals
@@ -80,7 +81,8 @@ def test_random_kills_and_flaky_customerio_lose_nothing_and_resurrect_no_one(
     assert {outcome[j] for j in after} == {"dropped"}  # no resurrection
     assert {outcome[j] for j in before} <= {"delivered", "dropped"}
     assert all(producer.deletion_status(r).state == "completed" for r in requests)
-    _assert_customerio_holds_what_the_audit_says(cio, before, after, outcome, erased)
+    detail = {r["final_job_id"]: r["detail"] for r in rows}
+    _assert_customerio_holds_what_the_audit_says(cio, before, after, outcome, detail, erased)
 
 
 def _assert_customerio_holds_what_the_audit_says(
@@ -88,6 +90,7 @@ def _assert_customerio_holds_what_the_audit_says(
     before: list[str],
     after: list[str],
     outcome: dict[str, str],
+    detail: dict[str, str | None],
     erased: set[int],
 ) -> None:
     """Compare the events Customer.io accepted (by event id = job id) with the audit.
@@ -95,14 +98,16 @@ def _assert_customerio_holds_what_the_audit_says(
     Every event recorded "delivered" reached Customer.io. An event may also have reached it
     while its job ends "dropped": the worker was killed after sending and before recording,
     and the redelivery found the person's erasure recorded in between. That is allowed only
-    for erased people, whose data the deletion then removed. Nothing enqueued after an
-    erasure request ever reaches Customer.io, and no erased person has data there at the end.
+    for erased people, whose data the deletion then removed, and the trail must say so.
+    Nothing enqueued after an erasure request ever reaches Customer.io, and no erased person
+    has data there at the end.
     """
     accepted = cio.control.event_ids()
     delivered = {j for j in before[1::2] if outcome[j] == "delivered"}
     assert delivered <= accepted
     erased_tracks = {before[2 * i + 1] for i in erased}  # before = [identify, track] per person
     assert accepted - delivered <= erased_tracks
+    assert all(detail[j] == ERASED_AFTER_ATTEMPT_DETAIL for j in accepted - delivered)
     assert not accepted & set(after)
     for i in erased:
         assert cio.control.person(f"f-{i}") is None and cio.control.events(f"f-{i}") == []
