@@ -34,6 +34,7 @@ from cioguard import deadletters, metrics, webhooks
 from cioguard.audit import AuditEntry, AuditStore
 from cioguard.celeryconf import WEBHOOK_TASK
 from cioguard.config import Settings, get_settings
+from cioguard.delivery import ERASED_DETAIL
 from cioguard.envelope import Envelope, EnvelopeError
 from cioguard.errors import AuditUnavailableError, ConfigurationError
 from cioguard.jobs import SEALED_REPR
@@ -47,7 +48,6 @@ log = logging.getLogger("cioguard.webhook_tasks")
 KIND = "webhook"
 AUDITED_METRICS = frozenset({"unsubscribed", "spammed", "bounced", "dropped", "failed"})
 """Metrics recorded as the final row's outcome; every other metric is recorded as ``handled``."""
-ERASED_DETAIL = "dropped: subject erased"
 UNKNOWN_PERSON = "unknown"
 _SAFE_METRIC = re.compile(r"[a-z_]{1,32}")
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
