@@ -3,7 +3,8 @@
 What a user writes in a few lines instead of running cioguard: a task that PUTs the person's
 attributes to ``/api/v1/customers/{id}`` with ``requests`` (the library the official client
 uses), optionally with Celery's built-in ``rate_limit``. Same broker, same Celery settings as
-cioguard (:func:`cioguard.celeryconf.celery_config`: late acks, prefetch 1, JSON), same sandbox,
+cioguard (:func:`cioguard.broker.celeryconf.celery_config`: late acks, prefetch 1, JSON), same
+sandbox,
 so a comparison isolates what cioguard adds: validate, sanitize, encrypt, the shared limiter,
 classified errors and the audit row.
 
@@ -28,9 +29,9 @@ from urllib.parse import quote
 import requests
 from celery import Celery
 
-from cioguard.celeryconf import celery_config
+from cioguard.broker.celeryconf import celery_config
 from cioguard.config import Settings
-from cioguard.devstack import WorkerProcess
+from cioguard.sandbox.devstack import WorkerProcess
 
 QUEUE = "bench-bare"
 TASK = "bench.bare.identify"

@@ -3,7 +3,8 @@
 Each benchmark runs against real parts only (celery-pitfalls.md: ``memory://`` hides what costs
 time): a private ``redis-server`` on a free port, the TLS Track API stand-in in its own process,
 ``cioguard worker`` subprocesses (or the bare Celery app of :mod:`bench.bare_app`) and the
-application-side :class:`~cioguard.api.Producer`. Completion is counted where the tests count
+application-side :class:`~cioguard.producer.api.Producer`. Completion is counted where the tests
+count
 it: final audit rows (or, for the bare baseline, requests the sandbox answered with a 2xx).
 
 A benchmark calls :meth:`Stack.phase` before each measured phase: workers stopped, the private
@@ -42,14 +43,14 @@ import redis
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
-from cioguard.api import Producer
-from cioguard.audit import AuditStore
-from cioguard.audit_schema import audit_log
-from cioguard.celeryconf import QUEUE, build_celery
+from cioguard.audit.schema import audit_log
+from cioguard.audit.store import AuditStore
+from cioguard.broker.celeryconf import QUEUE, build_celery
+from cioguard.broker.envelope import new_key
 from cioguard.config import Settings
-from cioguard.devstack import RedisServer, WorkerProcess
-from cioguard.envelope import new_key
-from cioguard.sandbox import SandboxControl, SandboxServer
+from cioguard.producer.api import Producer
+from cioguard.sandbox.devstack import RedisServer, WorkerProcess
+from cioguard.sandbox.server import SandboxControl, SandboxServer
 
 COMMITTED_RESULTS = Path(__file__).resolve().parent / "results"
 UNLIMITED_RATE = "1000000"
@@ -477,7 +478,7 @@ class CpuSnapshot:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return cls(
             workers_s=stack.workers_cpu_s(),
-            sandbox_s=children_cpu_s("cioguard.sandbox"),
+            sandbox_s=children_cpu_s("cioguard.sandbox.server"),
             redis_s=children_cpu_s("redis-server"),
             bench_s=usage.ru_utime + usage.ru_stime,
             at=time.monotonic(),

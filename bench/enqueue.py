@@ -18,11 +18,11 @@ from typing import Any
 
 from bench.common import Stack, attributes, figure_path, percentile, recorded, say, sized
 from bench.plots import new_figure, save
-from cioguard import validate
-from cioguard.celeryconf import build_celery
+from cioguard.broker.celeryconf import build_celery
+from cioguard.broker.jobs import Job, new_job_id
 from cioguard.config import Settings
-from cioguard.hashing import person_hash
-from cioguard.jobs import Job, new_job_id
+from cioguard.privacy.hashing import person_hash
+from cioguard.producer import validate
 
 NAME = "enqueue"
 WARMUP = 200

@@ -40,7 +40,7 @@ from bench.common import (
     wait_for,
 )
 from bench.plots import bars, new_figure, save
-from cioguard import bulk
+from cioguard.producer import bulk
 
 NAME = "bulk_erasure"
 TARGET = 1.1

@@ -42,7 +42,7 @@ from bench.common import (
     wait_for,
 )
 from bench.plots import new_figure, save
-from cioguard.celeryconf import build_celery
+from cioguard.broker.celeryconf import build_celery
 from cioguard.config import Settings
 
 NAME = "rate_fidelity"

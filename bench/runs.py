@@ -32,7 +32,7 @@ from bench.common import (
     ok_requests,
     wait_for,
 )
-from cioguard.celeryconf import build_celery
+from cioguard.broker.celeryconf import build_celery
 from cioguard.config import Settings
 
 WARMUP_JOBS = 40

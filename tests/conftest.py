@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 import redis
 
-from cioguard.api import Producer
+from cioguard.broker.envelope import new_key
 from cioguard.config import Settings
-from cioguard.devstack import RedisServer, WorkerProcess
-from cioguard.envelope import new_key
-from cioguard.sandbox import SandboxServer
-from cioguard.sandbox_state import FaultConfig
+from cioguard.producer.api import Producer
+from cioguard.sandbox.devstack import RedisServer, WorkerProcess
+from cioguard.sandbox.server import SandboxServer
+from cioguard.sandbox.state import FaultConfig
 
 PG_URL = os.environ.get("CIOGUARD_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

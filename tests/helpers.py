@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 from sqlalchemy import func, select
 
-from cioguard.audit import AuditStore
-from cioguard.audit_schema import audit_log
+from cioguard.audit.schema import audit_log
+from cioguard.audit.store import AuditStore
 
 
 def final_rows(store: AuditStore) -> list[dict[str, object]]:

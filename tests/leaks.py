@@ -34,10 +34,10 @@ import redis
 import sqlalchemy as sa
 from celery import Celery
 
-from cioguard.celeryconf import build_celery
+from cioguard.broker.celeryconf import build_celery
 from cioguard.config import Settings
-from cioguard.devstack import free_port
-from cioguard.flower import flower_command
+from cioguard.ops.flower import flower_command
+from cioguard.sandbox.devstack import free_port
 
 Surfaces = dict[str, str]
 _B64 = re.compile(r"[A-Za-z0-9+/_-]{12,}={0,2}")
@@ -350,7 +350,7 @@ class SentryCapture:
 
 
 class FlowerProcess:
-    """Flower in a subprocess via :func:`cioguard.flower.flower_command` (auth, read-only).
+    """Flower in a subprocess via :func:`cioguard.ops.flower.flower_command` (auth, read-only).
 
     It gets the broker URL and its own auth only: no payload key, hash key or credentials.
     """

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from cioguard.devstack import free_port
-from cioguard.envelope import new_key
+from cioguard.broker.envelope import new_key
+from cioguard.sandbox.devstack import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -124,8 +124,8 @@ def cioguard_logger() -> Iterator[logging.Logger]:
 def test_every_cli_command_formats_cioguard_logs(
     cioguard_logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cioguard import cli
-    from cioguard.logs import JsonFormatter
+    from cioguard.cli import main as cli
+    from cioguard.ops.logs import JsonFormatter
 
     monkeypatch.setenv("CIOGUARD_LOG_FORMAT", "json")
     with pytest.raises(SystemExit) as exited:

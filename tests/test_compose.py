@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from cioguard.envelope import new_key
+from cioguard.broker.envelope import new_key
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -177,10 +177,10 @@ def test_published_ports_are_on_loopback_only(resolved: dict[str, Any]) -> None:
 
 
 def test_flower_runs_read_only_behind_auth_and_not_persistent(resolved: dict[str, Any]) -> None:
-    from cioguard.flower import flower_command
+    from cioguard.ops.flower import flower_command
 
     command = resolved["services"]["flower"]["command"]
-    assert command[:3] == ["python", "-m", "cioguard.flower"]
+    assert command[:3] == ["python", "-m", "cioguard.ops.flower"]
     assert not any(arg.startswith("--persistent") for arg in command)
     effective = flower_command(extra=command[3:])
     assert "--read_only=True" in effective and "--persistent=False" in effective
@@ -223,7 +223,7 @@ def test_every_service_command_exists_in_the_cli(resolved: dict[str, Any], servi
 
 
 def test_the_sandbox_command_parses_with_the_sandbox_parser(resolved: dict[str, Any]) -> None:
-    from cioguard.sandbox import build_parser
+    from cioguard.sandbox.server import build_parser
 
     args = resolved["services"]["sandbox"]["command"][2:]
     parsed = build_parser().parse_args(args)
@@ -233,7 +233,7 @@ def test_the_sandbox_command_parses_with_the_sandbox_parser(resolved: dict[str, 
 def test_flower_options_exist_in_flower(resolved: dict[str, Any]) -> None:
     from flower.options import options
 
-    from cioguard.flower import flower_command
+    from cioguard.ops.flower import flower_command
 
     effective = flower_command(extra=resolved["services"]["flower"]["command"][3:])
     assert effective[1:3] == ["-m", "celery"]
@@ -242,7 +242,7 @@ def test_flower_options_exist_in_flower(resolved: dict[str, Any]) -> None:
 
 
 def test_flower_starts_its_celery_command_with_the_broker_alone() -> None:
-    from cioguard.flower import flower_command
+    from cioguard.ops.flower import flower_command
 
     form = [*flower_command(extra=["--help"])]
     env = {"PATH": os.environ["PATH"], "CIOGUARD_BROKER_URL": "redis://127.0.0.1:1/0"}

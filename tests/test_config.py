@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from cioguard import config
+from cioguard.broker.envelope import new_key
 from cioguard.config import Settings, load_settings
-from cioguard.envelope import new_key
 from cioguard.errors import ConfigurationError
 
 ROOT = Path(__file__).resolve().parents[1]

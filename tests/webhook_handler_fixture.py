@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cioguard.webhooks import on_webhook
+from cioguard.webhooks.verify import on_webhook
 
 LOG_ENV = "CIOGUARD_TEST_WEBHOOK_LOG"
 

@@ -3,7 +3,8 @@
 Application code calls :func:`identify`, :func:`track` and :func:`delete_person`; each validates,
 sanitizes and encrypts the data and enqueues a job on Redis for the worker.
 
-Names are imported lazily, so ``python -m cioguard.sandbox`` or the webhook verifier do not load
+Names are imported lazily, so ``python -m cioguard.sandbox.server`` or the webhook verifier do not
+load
 the producer's dependencies.
 """
 
@@ -13,26 +14,26 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # precise types for users' type checkers; runtime imports stay lazy
-    from cioguard.api import delete_person, deletion_status, identify, sanitize, track
+    from cioguard.erasure.requests import DeletionStatus
     from cioguard.errors import (
         BrokerUnavailableError,
         CioguardError,
         ConfigurationError,
         WebhookVerificationError,
     )
-    from cioguard.gdpr import DeletionStatus
-    from cioguard.webhooks import on_webhook, sign_webhook, verify_webhook
+    from cioguard.producer.api import delete_person, deletion_status, identify, sanitize, track
+    from cioguard.webhooks.verify import on_webhook, sign_webhook, verify_webhook
 
 _EXPORTS = {
-    "identify": "cioguard.api",
-    "track": "cioguard.api",
-    "delete_person": "cioguard.api",
-    "deletion_status": "cioguard.api",
-    "sanitize": "cioguard.api",
-    "DeletionStatus": "cioguard.gdpr",
-    "verify_webhook": "cioguard.webhooks",
-    "on_webhook": "cioguard.webhooks",
-    "sign_webhook": "cioguard.webhooks",
+    "identify": "cioguard.producer.api",
+    "track": "cioguard.producer.api",
+    "delete_person": "cioguard.producer.api",
+    "deletion_status": "cioguard.producer.api",
+    "sanitize": "cioguard.producer.api",
+    "DeletionStatus": "cioguard.erasure.requests",
+    "verify_webhook": "cioguard.webhooks.verify",
+    "on_webhook": "cioguard.webhooks.verify",
+    "sign_webhook": "cioguard.webhooks.verify",
     "CioguardError": "cioguard.errors",
     "ConfigurationError": "cioguard.errors",
     "BrokerUnavailableError": "cioguard.errors",

@@ -1,3 +1,3 @@
-from cioguard.cli import main
+from cioguard.cli.main import main
 
 main()

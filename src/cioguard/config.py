@@ -7,7 +7,7 @@ never echoes the value (it may be a secret). Secrets are ``SecretStr`` so they s
 ``repr`` and logs.
 
 The application process needs only the broker, the keys and the policy; the worker also needs
-Customer.io credentials, which come from the secret source (:mod:`cioguard.credentials`).
+Customer.io credentials, which come from the secret source (:mod:`cioguard.delivery.credentials`).
 """
 
 from __future__ import annotations

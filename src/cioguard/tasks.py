@@ -3,9 +3,9 @@
 Two wirings of the same task names, chosen by ``CIOGUARD_BATCH`` at worker start:
 
 * unbatched (``CIOGUARD_BATCH=0``): one message -> one job -> one request
-  (:mod:`cioguard.delivery`);
+  (:mod:`cioguard.delivery.pipeline`);
 * batched (the default): ``celery-batches`` buffers messages in the consumer and hands a list to the
-  pool (:mod:`cioguard.delivery_batch`), flushed at ``CIOGUARD_BATCH_MAX_OPS`` messages or after
+  pool (:mod:`cioguard.delivery.batch`), flushed at ``CIOGUARD_BATCH_MAX_OPS`` messages or after
   ``CIOGUARD_BATCH_LINGER_S``, whichever comes first. Chosen over a hand-written flush task because
   it keeps Celery's own message handling: messages are acknowledged only after the batch function
   returns (late acks), and an unacknowledged buffer is redelivered by Redis if the worker dies.
@@ -26,24 +26,33 @@ from typing import Any, NoReturn
 from celery import Celery, Task
 from celery_batches import SimpleRequest
 
-from cioguard import delivery, metrics
-from cioguard.batches import NOT_SETTLED, ReportingBatches
-from cioguard.celeryconf import DELIVER_TASK, ERASE_TASK
+from cioguard.broker.batches import NOT_SETTLED, ReportingBatches
+from cioguard.broker.celeryconf import DELIVER_TASK, ERASE_TASK
+from cioguard.broker.envelope import EnvelopeError
+from cioguard.broker.jobs import SEALED_REPR, Job
 from cioguard.config import Settings
-from cioguard.delivery_batch import BatchItem, ItemResult, run_batch
-from cioguard.envelope import EnvelopeError
+from cioguard.delivery import pipeline as delivery
+from cioguard.delivery.batch import BatchItem, ItemResult, run_batch
+from cioguard.delivery.ratelimit import RateLimitedError
+from cioguard.delivery.retrying import countdown, exhausted
+from cioguard.delivery.runtime import Runtime, get_runtime
 from cioguard.errors import AuditUnavailableError, RetryableError
-from cioguard.jobs import SEALED_REPR, Job
-from cioguard.ratelimit import RateLimitedError
-from cioguard.retrying import countdown, exhausted
-from cioguard.runtime import Runtime, get_runtime
+from cioguard.ops import metrics
 
 log = logging.getLogger("cioguard.tasks")
 RUNTIME_RETRY_S = 30.0
+_registered: list[Celery] = []  # the app ``register`` wired; batched items re-publish through it
+
+
+def _app() -> Celery:
+    if not _registered:
+        raise RuntimeError("cioguard.tasks.register(app, settings) has not run in this process")
+    return _registered[-1]
 
 
 def register(app: Celery, settings: Settings) -> None:
     """Register ``cioguard.deliver`` and ``cioguard.erase`` on ``app``, batched or not."""
+    _registered.append(app)
     if settings.batch:
         options = {
             "base": ReportingBatches,
@@ -159,7 +168,7 @@ def _retry(task: Task, rt: Runtime, job: Job, exc: Exception, attempt: int) -> N
 
 def _unreadable(rt: Runtime, job_id: str, sealed: str, exc: Exception, attempt: int) -> str:
     """A payload no configured key opens: keep it as a dead letter until the key is restored."""
-    from cioguard import deadletters
+    from cioguard.delivery import deadletters
 
     deadletters.record(
         rt.audit, job_id=job_id, kind="unknown", person_hash="unknown", sealed=sealed,
@@ -219,10 +228,8 @@ def _requeue(rt: Runtime, result: ItemResult, task_name: str) -> str:
         rt, item.job, item.attempt, exc
     ):
         return delivery.dead_letter(rt, item.job, item.sealed, exc, item.attempt)
-    from cioguard.worker import app
-
     try:
-        app.send_task(
+        _app().send_task(
             task_name, args=[item.sealed], task_id=item.job.job_id, retries=item.attempt,
             countdown=_delay(rt, item.job, exc, item.attempt), argsrepr=SEALED_REPR,
             kwargsrepr="{}",
@@ -235,9 +242,7 @@ def _requeue(rt: Runtime, result: ItemResult, task_name: str) -> str:
 
 def _republish(req: SimpleRequest, task_name: str) -> str:
     """Send a message back unchanged (same id and attempt count) to run in a while."""
-    from cioguard.worker import app
-
-    app.send_task(
+    _app().send_task(
         task_name, args=list(req.args), task_id=req.id,
         retries=int(req.request_dict.get("retries") or 0), countdown=RUNTIME_RETRY_S,
         argsrepr=SEALED_REPR, kwargsrepr="{}",

@@ -13,12 +13,12 @@ from typing import Any
 
 from celery import signals
 
-from cioguard import metrics
-from cioguard.celeryconf import build_celery
+from cioguard.broker.celeryconf import build_celery
 from cioguard.config import Settings, get_settings
-from cioguard.credentials import source_from_spec
+from cioguard.delivery.credentials import source_from_spec
 from cioguard.errors import CioguardError, ConfigurationError
-from cioguard.policy import load_policy
+from cioguard.ops import metrics
+from cioguard.privacy.policy import load_policy
 
 
 def _checked_settings() -> Settings:
@@ -36,7 +36,7 @@ def _checked_settings() -> Settings:
 settings = _checked_settings()
 app = build_celery(settings)
 
-import cioguard.webhook_tasks  # noqa: E402,F401  (registers cioguard.webhook)
+import cioguard.webhooks.handlers  # noqa: E402,F401  (registers cioguard.webhook)
 from cioguard import tasks  # noqa: E402
 
 tasks.register(app, settings)
@@ -44,8 +44,8 @@ tasks.register(app, settings)
 
 @signals.celeryd_init.connect
 def _on_worker_init(**_: Any) -> None:
-    from cioguard.audit import AuditStore
-    from cioguard.observability import init_process
+    from cioguard.audit.store import AuditStore
+    from cioguard.ops.observability import init_process
 
     init_process(settings, role="worker")
     if settings.metrics_port:
@@ -61,7 +61,7 @@ def _on_worker_init(**_: Any) -> None:
 
 @signals.worker_process_init.connect
 def _on_pool_process_init(**_: Any) -> None:
-    from cioguard.observability import init_process
+    from cioguard.ops.observability import init_process
 
     init_process(settings, role="worker-process")
 

@@ -26,12 +26,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from cioguard.api import Producer
-from cioguard.celeryconf import DELIVER_TASK, build_celery
-from cioguard.devstack import WorkerProcess
-from cioguard.hashing import person_hash
-from cioguard.jobs import Job, new_job_id
-from cioguard.sandbox import SandboxServer
+from cioguard.broker.celeryconf import DELIVER_TASK, build_celery
+from cioguard.broker.jobs import Job, new_job_id
+from cioguard.privacy.hashing import person_hash
+from cioguard.producer.api import Producer
+from cioguard.sandbox.devstack import WorkerProcess
+from cioguard.sandbox.server import SandboxServer
 from tests.helpers import final_count, final_rows, wait_until
 from tests.leaks import (
     Canary,

@@ -16,9 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from cioguard.api import Producer
-from cioguard.devstack import WorkerProcess
-from cioguard.sandbox import SandboxServer
+from cioguard.producer.api import Producer
+from cioguard.sandbox.devstack import WorkerProcess
+from cioguard.sandbox.server import SandboxServer
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e

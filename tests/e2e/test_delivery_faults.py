@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from cioguard import deadletters
-from cioguard.api import Producer
-from cioguard.devstack import WorkerProcess
-from cioguard.sandbox import SandboxServer
-from cioguard.sandbox_state import FaultConfig
+from cioguard.delivery import deadletters
+from cioguard.producer.api import Producer
+from cioguard.sandbox.devstack import WorkerProcess
+from cioguard.sandbox.server import SandboxServer
+from cioguard.sandbox.state import FaultConfig
 from tests.helpers import final_rows, wait_for_finals, wait_until
 
 pytestmark = pytest.mark.e2e

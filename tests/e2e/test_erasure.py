@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 import redis
 
-from cioguard.api import Producer
-from cioguard.audit import AuditStore
-from cioguard.audit_chain import verify
-from cioguard.delivery import ERASED_AFTER_ATTEMPT_DETAIL, ERASED_DETAIL
-from cioguard.devstack import WorkerProcess
-from cioguard.sandbox import SandboxServer
+from cioguard.audit.chain import verify
+from cioguard.audit.store import AuditStore
+from cioguard.delivery.pipeline import ERASED_AFTER_ATTEMPT_DETAIL, ERASED_DETAIL
+from cioguard.producer.api import Producer
+from cioguard.sandbox.devstack import WorkerProcess
+from cioguard.sandbox.server import SandboxServer
 from tests.conftest import settings_from
 from tests.helpers import final_rows, wait_for_finals, wait_until
 

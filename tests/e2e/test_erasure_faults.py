@@ -19,13 +19,13 @@ import kombu.pools
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from cioguard import bulk
-from cioguard.api import Producer
-from cioguard.audit import AuditStore
-from cioguard.audit_chain import verify
-from cioguard.audit_schema import audit_log
-from cioguard.devstack import RedisServer, WorkerProcess, free_port
-from cioguard.sandbox import SandboxServer
+from cioguard.audit.chain import verify
+from cioguard.audit.schema import audit_log
+from cioguard.audit.store import AuditStore
+from cioguard.producer import bulk
+from cioguard.producer.api import Producer
+from cioguard.sandbox.devstack import RedisServer, WorkerProcess, free_port
+from cioguard.sandbox.server import SandboxServer
 from tests.conftest import PG_URL, settings_from
 from tests.helpers import final_count, final_rows, wait_for_finals, wait_until
 
@@ -79,9 +79,9 @@ def _assert_all_completed_once(
 
 
 def _states(store: AuditStore, request_ids: list[str]) -> dict[str, str]:
-    from cioguard import gdpr
+    from cioguard.erasure import requests as deletions
 
-    return gdpr.states(store, request_ids)
+    return deletions.states(store, request_ids)
 
 
 def _after_visibility_timeout(since: float) -> None:

@@ -23,10 +23,10 @@ from collections.abc import Callable
 
 import pytest
 
-from cioguard.api import Producer
-from cioguard.delivery import ERASED_AFTER_ATTEMPT_DETAIL
-from cioguard.devstack import WorkerProcess
-from cioguard.sandbox import SandboxServer
+from cioguard.delivery.pipeline import ERASED_AFTER_ATTEMPT_DETAIL
+from cioguard.producer.api import Producer
+from cioguard.sandbox.devstack import WorkerProcess
+from cioguard.sandbox.server import SandboxServer
 from tests.helpers import final_rows, wait_for_finals
 
 pytestmark = pytest.mark.e2e

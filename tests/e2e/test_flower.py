@@ -1,6 +1,6 @@
 """Flower against a real worker: it shows the work (names, ids, states, runtimes), never people.
 
-Flower runs as an operator would start it (:func:`cioguard.flower.flower_command`: basic auth
+Flower runs as an operator would start it (:func:`cioguard.ops.flower.flower_command`: basic auth
 from ``FLOWER_BASIC_AUTH``, ``--read_only``, not persistent) against the private Redis.
 """
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from cioguard.api import Producer
-from cioguard.celeryconf import QUEUE, build_celery
-from cioguard.devstack import WorkerProcess
-from cioguard.sandbox import SandboxServer
+from cioguard.broker.celeryconf import QUEUE, build_celery
+from cioguard.producer.api import Producer
+from cioguard.sandbox.devstack import WorkerProcess
+from cioguard.sandbox.server import SandboxServer
 from tests.helpers import final_count, wait_until
 from tests.leaks import (
     Canary,

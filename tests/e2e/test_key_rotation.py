@@ -15,15 +15,15 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from cioguard import replay
-from cioguard.api import Producer, get_producer
-from cioguard.celeryconf import QUEUE
+from cioguard.broker.celeryconf import QUEUE
+from cioguard.broker.envelope import Envelope, EnvelopeError, new_key
+from cioguard.broker.jobs import Job
 from cioguard.config import get_settings
-from cioguard.deadletters import list_all
-from cioguard.devstack import WorkerProcess
-from cioguard.envelope import Envelope, EnvelopeError, new_key
-from cioguard.jobs import Job
-from cioguard.sandbox import SandboxServer
+from cioguard.delivery import replay
+from cioguard.delivery.deadletters import list_all
+from cioguard.producer.api import Producer, get_producer
+from cioguard.sandbox.devstack import WorkerProcess
+from cioguard.sandbox.server import SandboxServer
 from tests.conftest import settings_from
 from tests.helpers import final_rows, wait_for_finals
 

@@ -16,11 +16,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
-from cioguard.api import Producer
-from cioguard.audit import utcnow
-from cioguard.audit_schema import deletion_requests
-from cioguard.devstack import WorkerProcess, free_port
-from cioguard.sandbox import SandboxServer
+from cioguard.audit.schema import deletion_requests
+from cioguard.audit.store import utcnow
+from cioguard.producer.api import Producer
+from cioguard.sandbox.devstack import WorkerProcess, free_port
+from cioguard.sandbox.server import SandboxServer
 from tests.helpers import wait_for_finals, wait_until
 
 pytestmark = pytest.mark.e2e

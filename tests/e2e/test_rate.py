@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from cioguard.api import Producer
-from cioguard.devstack import WorkerProcess
-from cioguard.sandbox import SandboxServer
-from cioguard.sandbox_state import FaultConfig
+from cioguard.producer.api import Producer
+from cioguard.sandbox.devstack import WorkerProcess
+from cioguard.sandbox.server import SandboxServer
+from cioguard.sandbox.state import FaultConfig
 from tests.helpers import final_rows, wait_for_finals
 
 pytestmark = pytest.mark.e2e

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from cioguard import deadletters
-from cioguard.api import Producer
-from cioguard.credentials import API_KEY_VAR, SITE_ID_VAR
-from cioguard.devstack import WorkerProcess
-from cioguard.sandbox import SandboxServer
+from cioguard.delivery import deadletters
+from cioguard.delivery.credentials import API_KEY_VAR, SITE_ID_VAR
+from cioguard.producer.api import Producer
+from cioguard.sandbox.devstack import WorkerProcess
+from cioguard.sandbox.server import SandboxServer
 from tests.helpers import final_count, final_rows, wait_for_finals, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -23,13 +23,13 @@ import httpx
 import pytest
 import redis
 
-from cioguard import deadletters
-from cioguard.api import Producer
-from cioguard.devstack import WorkerProcess, free_port
-from cioguard.hashing import person_hash
-from cioguard.webhook_intake import webhook_job_id
-from cioguard.webhook_tasks import ERASED_DETAIL
-from cioguard.webhooks import sign_webhook
+from cioguard.delivery import deadletters
+from cioguard.privacy.hashing import person_hash
+from cioguard.producer.api import Producer
+from cioguard.sandbox.devstack import WorkerProcess, free_port
+from cioguard.webhooks.handlers import ERASED_DETAIL
+from cioguard.webhooks.intake import webhook_job_id
+from cioguard.webhooks.verify import sign_webhook
 from tests.helpers import final_count, wait_until
 from tests.leaks import Canary, dump_logs, dump_redis, dump_sql, find_hits
 from tests.webhook_handler_fixture import LOG_ENV, calls

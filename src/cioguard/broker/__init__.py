@@ -1,0 +1,6 @@
+"""What travels through Redis and how: the job record (``jobs``), its sealed form
+(``envelope``), the reliable kombu transport (``transport`` + Lua), celery-batches with task
+events (``batches``) and the Celery configuration that does not lose work (``celeryconf``).
+
+May import ``privacy``, ``audit``, ``config`` and ``errors`` only.
+"""

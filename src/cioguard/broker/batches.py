@@ -1,0 +1,80 @@
+"""celery-batches with per-message task events, sent from the consumer like Celery's own.
+
+``celery_batches.Batches`` runs a buffer as one pool job and sends no task events, so Flower
+would show nothing of a batching worker. :class:`ReportingBatches` overrides ``flush`` (the one
+place that sees both the consumer's requests and the batch's result) to send ``task-received``,
+``task-started`` and ``task-succeeded``/``task-retried`` for each message through
+``Request.send_event``, which honours whether events are on (Flower switches them on) exactly as
+for unbatched tasks. Arguments are the redacted ``argsrepr`` of each message.
+
+Every cioguard task acknowledges late: ``flush`` acknowledges a message when the batch function
+has returned an outcome for it (finished, or re-published to run again). A message without one
+(the function failed, or re-publishing failed) is left unacknowledged, so Redis hands it out
+again after the visibility timeout: late, never lost. A batch's acknowledgements reach Redis in one
+round trip (:func:`cioguard.broker.transport.acks_in_one_round_trip`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from time import monotonic
+from typing import Any
+
+from celery.worker.request import Request
+from celery_batches import Batches, SimpleRequest
+from celery_batches.trace import apply_batches_task
+
+from cioguard.broker.transport import acks_in_one_round_trip
+
+NOT_SETTLED = "not_settled"
+"""An outcome meaning "neither finished nor re-published": the message must not be acknowledged."""
+
+
+class ReportingBatches(Batches):  # type: ignore[misc]
+    """A ``Batches`` task that reports each buffered message to monitoring as its own task."""
+
+    def flush(self, requests: Collection[Request]) -> Any:
+        reqs = list(requests)
+        for req in reqs:
+            _received(req)
+        started = monotonic()
+
+        def on_accepted(pid: int, time_accepted: float) -> None:
+            for req in reqs:
+                req.send_event("task-started")
+
+        def on_return(result: Any) -> None:
+            outcomes: Sequence[Any] = result if isinstance(result, list) else []
+            runtime = monotonic() - started
+            with acks_in_one_round_trip(reqs[0].message.channel):
+                for index, req in enumerate(reqs):
+                    outcome = outcomes[index] if index < len(outcomes) else None
+                    if outcome is None or outcome == NOT_SETTLED:
+                        continue  # left unacknowledged: handed out again (visibility timeout)
+                    kind = "task-retried" if outcome == "retrying" else "task-succeeded"
+                    req.send_event(kind, result=repr(outcome), runtime=runtime)
+                    _acknowledge_now(req)
+
+        batch = ([SimpleRequest.from_request(r) for r in reqs],)
+        return self._pool.apply_async(
+            apply_batches_task,
+            (self, batch, 0, None),
+            accept_callback=on_accepted,
+            callback=on_return,
+        )
+
+
+def _acknowledge_now(req: Request) -> None:
+    """``Request.acknowledge`` schedules the ack for the event loop's next turn, one Redis call
+    each; ``on_return`` already runs in the event loop, so ack here, inside the batch's one round
+    trip (a connection error leaves the messages unacknowledged: they come back, late)."""
+    if not req.acknowledged:
+        req.message.ack()
+        req.acknowledged = True
+
+
+def _received(req: Request) -> None:
+    req.send_event(
+        "task-received", name=req.name, args=req.argsrepr, kwargs=req.kwargsrepr,
+        retries=req.request_dict.get("retries", 0), eta=req.eta and req.eta.isoformat(),
+    )  # fmt: skip

@@ -1,0 +1,283 @@
+"""kombu's Redis transport without its lost-message window: consumers pop with BLMOVE.
+
+Why this is hand-written. kombu's Redis transport pops a message with ``BRPOP`` and only then
+records it as unacknowledged (``QoS.append``: ``ZADD unacked_index`` + ``HSET unacked``). Between
+the two, the message exists only in the worker's socket buffer: for as long as the event loop
+takes to read the reply, and for as long as kombu pauses reading because the prefetch window is
+full (a batching worker is often there). A worker killed in that window (kill -9, OOM killer, a
+lost host) loses the message: it is in no queue and in no unacknowledged set, so no visibility
+timeout brings it back. cioguard's fault suite lost jobs this way, and
+``tests/test_transport.py`` reproduces it with the stock transport. Neither kombu nor Celery has a
+reliable-queue mode for Redis (RabbitMQ's consumer acks close the window, but the product runs
+on Redis), and the fix is small enough to keep here, beside the one Celery setting that selects it:
+
+* a consumer pops with ``BLMOVE queue inflight RIGHT LEFT``: the message moves, atomically, into
+  an in-flight list that belongs to this channel (one per channel and queue);
+* when the worker reads the reply, one Lua script (``inflight_claim.lua``) takes the message out
+  of the in-flight list and records it as unacknowledged, and takes as many more as the prefetch
+  window allows straight from the queue into the unacknowledged set. At every instant a message is
+  in the queue, in an in-flight list, or in kombu's unacknowledged set (which the visibility
+  timeout hands out again). It also costs one round trip per group of messages where kombu
+  spends two per message;
+* each channel stamps its in-flight lists with Redis's clock (a heartbeat, every few seconds from
+  the worker's event loop), and every worker hands the lists of consumers whose heartbeat is
+  older than ``inflight_stale_after`` back to their queues, in one Lua script per run, so a
+  message is handed back once however many workers sweep;
+* acknowledgements use one client per channel instead of a new client per call, and
+  :meth:`ReliableQoS.acks_in_one_round_trip` lets a batch acknowledge all its messages at once.
+
+Everything else (publishing, the visibility timeout, fanout, the event loop) is kombu's.
+Limits: one Redis list per queue (``priority_steps = (0,)``: cioguard sends no priorities), no
+``global_keyprefix``, Redis 6.2 or newer (BLMOVE), and a consumer of several queues waits at most
+:data:`MULTI_QUEUE_WAIT_S` on each in turn instead of on all at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from importlib.resources import files
+from queue import Empty
+from typing import Any
+
+# kombu's transport internals carry no type hints; they are used (and subclassed) as Any.
+kombu_redis: Any = importlib.import_module("kombu.transport.redis")
+virtual: Any = importlib.import_module("kombu.transport.virtual")
+kombu_json: Any = importlib.import_module("kombu.utils.json")
+
+log = logging.getLogger("cioguard.broker.transport")
+
+INFLIGHT_REGISTRY = "_cioguard.inflight"
+"""Sorted set: in-flight list key -> Redis time of its channel's last heartbeat."""
+INFLIGHT_PREFIX = "_cioguard.inflight:"
+"""In-flight lists are ``_cioguard.inflight:<channel token>:<queue>``."""
+MULTI_QUEUE_WAIT_S = 0.2
+DEFAULT_STALE_AFTER_S = 60.0
+SWEEP_LIMIT = 100
+CLAIM_MAX = 100
+"""At most this many messages per claim, whatever the prefetch window."""
+
+_HEARTBEAT = files(__package__ or "cioguard").joinpath("inflight_heartbeat.lua").read_text()
+_SWEEP = files(__package__ or "cioguard").joinpath("inflight_sweep.lua").read_text()
+_CLAIM = files(__package__ or "cioguard").joinpath("inflight_claim.lua").read_text()
+
+
+def inflight_key(token: str, queue: str) -> str:
+    return f"{INFLIGHT_PREFIX}{token}:{queue}"
+
+
+def sweep_stale(client: Any, stale_after_s: float, limit: int = SWEEP_LIMIT) -> int:
+    """Hand the in-flight lists of silent consumers back to their queues; returns messages moved."""
+    return int(client.eval(_SWEEP, 1, INFLIGHT_REGISTRY, stale_after_s, limit))
+
+
+class ReliableQoS(kombu_redis.QoS):  # type: ignore[misc]
+    """Acks on the channel's own client, one round trip per batch inside
+    :meth:`acks_in_one_round_trip`; messages claimed by the Lua script are already recorded."""
+
+    _deferred: list[str] | None = None
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        if self.channel.claimed:
+            virtual.QoS.append(self, message, delivery_tag)  # recorded in Redis by the claim
+        else:
+            super().append(message, delivery_tag)
+
+    def ack(self, delivery_tag: str) -> None:
+        if self._deferred is not None:
+            self._deferred.append(delivery_tag)
+        else:
+            self._remove(delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)
+
+    @contextlib.contextmanager
+    def acks_in_one_round_trip(self) -> Iterator[None]:
+        """Acks inside the block reach Redis together when it ends. If that fails, the messages
+        stay unacknowledged and come back after the visibility timeout (at least once)."""
+        self._deferred = []
+        try:
+            yield
+        finally:
+            tags, self._deferred = self._deferred, None
+            if tags:
+                try:
+                    self._remove(*tags)
+                except self.channel.connection_errors:
+                    log.warning("acks of %d messages did not reach Redis: redelivered", len(tags))
+
+    def _remove(self, *tags: str) -> None:
+        with self.channel.own_client.pipeline(transaction=False) as pipe:
+            pipe.zrem(self.unacked_index_key, *tags)
+            pipe.hdel(self.unacked_key, *tags)
+            pipe.execute()
+
+
+class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
+    """A Redis channel whose consumers pop into an in-flight list (see the module docstring)."""
+
+    QoS = ReliableQoS
+    priority_steps = (0,)
+    inflight_stale_after: float | None = None
+    from_transport_options = (*kombu_redis.Channel.from_transport_options, "inflight_stale_after")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.global_keyprefix:
+            raise ValueError("cioguard's Redis transport does not support global_keyprefix")
+        self._token = uuid.uuid4().hex
+        self._inflight: set[str] = set()
+        self._no_ack_queues: set[str] = set()
+        self._popping_from: str | None = None
+        self._beat_at = float("-inf")
+        self._own_client: Any = None
+        self.claimed = False
+
+    @property
+    def own_client(self) -> Any:
+        """One client (on the channel's pool) for this channel's commands: kombu builds a new
+        client object for each, which costs more than the command on a busy consumer."""
+        if self._own_client is None:
+            self._own_client = self._create_client()
+        return self._own_client
+
+    @property
+    def stale_after_s(self) -> float:
+        if self.inflight_stale_after:
+            return float(self.inflight_stale_after)
+        return min(float(self.visibility_timeout), DEFAULT_STALE_AFTER_S)
+
+    @property
+    def heartbeat_s(self) -> float:
+        return max(0.5, min(10.0, self.stale_after_s / 4))
+
+    def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
+        no_ack = kwargs.get("no_ack", args[0] if args else False)
+        (self._no_ack_queues.add if no_ack else self._no_ack_queues.discard)(queue)
+        return super().basic_consume(queue, *args, **kwargs)
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        queue = queues[0]
+        self._queue_cycle.rotate(queue)  # the next start pops from the next queue
+        wait = self.brpop_timeout if timeout is None else timeout
+        if len(queues) > 1:
+            wait = min(wait, MULTI_QUEUE_WAIT_S)
+        key = inflight_key(self._token, queue)
+        if key not in self._inflight:
+            self._inflight.add(key)
+            self._beat_at = float("-inf")
+        if time.monotonic() - self._beat_at >= self.heartbeat_s:
+            self.inflight_tick()
+        self._popping_from = queue
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = time.monotonic()
+        self.client.connection.send_command("BLMOVE", queue, key, "RIGHT", "LEFT", wait or 0)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        try:
+            try:
+                item = self.client.parse_response(self.client.connection, "BLMOVE", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+            if not item:
+                raise Empty()
+            queue = self._popping_from
+            assert queue is not None
+            self._deliver_all(queue, self._claim(queue, item))
+            return True
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()
+
+    def _claim(self, queue: str, item: bytes) -> list[bytes]:
+        record = queue not in self._no_ack_queues
+        room = self.qos.can_consume_max_estimate()
+        more = max(0, min(CLAIM_MAX, room if room is not None else CLAIM_MAX) - 1)
+        keys = (inflight_key(self._token, queue), queue, self.unacked_key, self.unacked_index_key)
+        args = (item, more, time.time(), "1" if record else "0")
+        return list(self.own_client.eval(_CLAIM, len(keys), *keys, *args))
+
+    def _deliver_all(self, queue: str, raws: list[bytes]) -> None:
+        """Hand claimed messages to the consumer. If its callback raises, the ones not yet handed
+        over stay in the unacknowledged set: handed out again at close or after the visibility
+        timeout (at least once, like any message of a failed consumer)."""
+        self.claimed = True
+        try:
+            for raw in raws:
+                try:
+                    message = kombu_json.loads(raw.decode())
+                except ValueError:
+                    log.error("dropped a message on queue %s that is not JSON", queue)
+                    continue
+                self.connection._deliver(message, queue)
+        finally:
+            self.claimed = False
+
+    def inflight_tick(self) -> None:
+        """Heartbeat this channel's in-flight lists, then hand back those of silent consumers."""
+        self._beat_at = time.monotonic()
+        if self._inflight:
+            self.own_client.eval(_HEARTBEAT, 1, INFLIGHT_REGISTRY, *sorted(self._inflight))
+        if self.active_queues:
+            sweep_stale(self.own_client, self.stale_after_s)
+
+    def close(self) -> None:
+        if self._in_poll:
+            with contextlib.suppress(Empty):
+                self._brpop_read()
+        if not self.closed and self._inflight:
+            # On a connection error, the sweep of another worker hands them back later.
+            with contextlib.suppress(*self.connection_errors):
+                self._release_inflight()
+        super().close()
+        self._own_client = None
+
+    def _release_inflight(self) -> None:
+        client = self.own_client
+        for key in sorted(self._inflight):
+            queue = key.split(":", 2)[2]
+            while client.lmove(key, queue, "RIGHT", "RIGHT") is not None:
+                pass
+            client.zrem(INFLIGHT_REGISTRY, key)
+        self._inflight.clear()
+
+
+class Transport(kombu_redis.Transport):  # type: ignore[misc]
+    """Select with ``broker_transport = "cioguard.broker.transport:Transport"`` (see celeryconf)."""
+
+    Channel = ReliableChannel
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        super().register_with_event_loop(connection, loop)
+        cycle: Any = self.cycle
+        old = getattr(cycle, "_cioguard_inflight_tref", None)
+        if old is not None:
+            old.cancel()
+        interval = min((ch.heartbeat_s for ch in cycle._channels), default=1.0)
+        cycle._cioguard_inflight_tref = loop.call_repeatedly(interval, self._inflight_tick)
+
+    def _inflight_tick(self) -> None:
+        cycle: Any = self.cycle
+        for channel in list(cycle._channels):
+            try:
+                channel.inflight_tick()
+            except channel.connection_errors:
+                return  # the event loop reconnects; the next tick beats again
+
+
+@contextlib.contextmanager
+def acks_in_one_round_trip(channel: Any) -> Iterator[None]:
+    """:meth:`ReliableQoS.acks_in_one_round_trip` for a message's channel, a no-op on others."""
+    qos = getattr(channel, "qos", None)
+    if isinstance(qos, ReliableQoS):
+        with qos.acks_in_one_round_trip():
+            yield
+    else:
+        yield

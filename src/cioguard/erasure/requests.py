@@ -1,0 +1,421 @@
+"""Erasure requests as records: opened before anything is enqueued, moved through states.
+
+State: ``received`` -> ``in_progress`` -> ``completed`` | ``failed``. Every transition is also an
+audit-log row, in the same transaction, so the log holds the full history and the
+``deletion_requests`` row the current state. A person's tombstone (keyed hash) is written with
+the request: from then on, identify/track jobs for that person are dropped, not sent.
+
+Requests are keyed by the person's keyed hash only; nothing here ever sees a raw id. An open or
+completed request for the same hash is reused (repeats are safe); a failed one is not, so asking
+again after a failure opens a fresh request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import IntegrityError
+
+from cioguard.audit.schema import deletion_requests, tombstones
+from cioguard.audit.store import AuditEntry, AuditStore, utcnow
+from cioguard.broker.jobs import new_job_id
+from cioguard.erasure.deadlines import (
+    Regime,
+    due_date,
+    extend_due_date,
+    extension_reason,
+    regime_for,
+)
+from cioguard.errors import InvalidInputError
+
+OPEN_STATES = ("received", "in_progress")
+STATES = ("received", "in_progress", "completed", "failed")
+_IN_CHUNK = 500  # ids per IN (...) clause: far below SQLite's and PostgreSQL's parameter limits
+
+
+@dataclass(frozen=True)
+class DeletionStatus:
+    """What ``cioguard.deletion_status`` answers. Times are UTC."""
+
+    request_id: str
+    state: str
+    regime: str
+    reason: str
+    manner: str
+    mode: str
+    attempts: int
+    received_at: datetime
+    due_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    error_class: str | None
+    extended_to: datetime | None = None
+    extension_reason: str | None = None
+
+    @property
+    def effective_due_at(self) -> datetime:
+        """The due date in force: the extended one if the request was extended."""
+        return self.extended_to or self.due_at
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> DeletionStatus:
+        fields = {k: row[k] for k in cls.__dataclass_fields__}
+        for key in ("received_at", "due_at", "updated_at", "completed_at", "extended_to"):
+            fields[key] = _aware(fields[key])
+        return cls(**fields)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every time we store is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+@dataclass(frozen=True)
+class OpenedRequest:
+    """The request a call to :func:`open_request` ended up with (new or reused)."""
+
+    request_id: str
+    job_id: str
+    created: bool
+    state: str
+
+
+def open_request(
+    store: AuditStore,
+    person_hash: str,
+    *,
+    reason: str,
+    manner: str,
+    mode: str,
+    default_regime: Regime = "gdpr",
+) -> OpenedRequest:
+    """Record a request and the tombstone; an open or completed request is reused, not doubled."""
+    opened = open_requests(
+        store, [person_hash], reason=reason, manner=manner, mode=mode,
+        default_regime=default_regime,
+    )  # fmt: skip
+    return opened[0]
+
+
+def open_requests(
+    store: AuditStore,
+    person_hashes: Sequence[str],
+    *,
+    reason: str,
+    manner: str,
+    mode: str,
+    default_regime: Regime = "gdpr",
+) -> list[OpenedRequest]:
+    """:func:`open_request` for many people in one transaction; results in input order.
+
+    A hash repeated in ``person_hashes`` gets the same request each time (``created`` only on
+    the first). Requests, tombstones and audit rows are inserted in bulk, so 10,000 requests
+    take seconds (one transaction per call: the caller chooses the chunk size).
+    """
+    with store.transaction() as conn:
+        latest = _latest_for(conn, set(person_hashes))
+        now = utcnow()
+        regime = regime_for(reason, default_regime)
+        results: list[OpenedRequest] = []
+        new_rows: list[dict[str, object]] = []
+        seen: dict[str, OpenedRequest] = {}
+        for person_hash in person_hashes:
+            if person_hash in seen:
+                results.append(_reused(seen[person_hash]))
+                continue
+            existing = latest.get(person_hash)
+            if existing is not None and existing["state"] != "failed":
+                opened = OpenedRequest(
+                    existing["request_id"], existing["job_id"], False, existing["state"]
+                )
+            else:
+                opened = OpenedRequest(new_job_id(), new_job_id(), True, "received")
+                new_rows.append(
+                    {
+                        "request_id": opened.request_id, "person_hash": person_hash,
+                        "reason": reason, "regime": regime, "manner": manner, "mode": mode,
+                        "state": "received", "attempts": 0, "received_at": now,
+                        "due_at": due_date(regime, now), "updated_at": now,
+                        "job_id": opened.job_id,
+                    }
+                )  # fmt: skip
+            seen[person_hash] = opened
+            results.append(opened)
+        if new_rows:
+            _insert_new(store, conn, new_rows, now, detail=f"{regime} {manner} {mode}")
+    return results
+
+
+def _reused(opened: OpenedRequest) -> OpenedRequest:
+    return OpenedRequest(opened.request_id, opened.job_id, False, opened.state)
+
+
+def _insert_new(
+    store: AuditStore,
+    conn: Connection,
+    rows: list[dict[str, object]],
+    now: datetime,
+    *,
+    detail: str,
+) -> None:
+    conn.execute(insert(deletion_requests), rows)
+    hashes = [str(r["person_hash"]) for r in rows]
+    stoned = _existing_tombstones(conn, hashes)
+    fresh = [
+        {"person_hash": r["person_hash"], "request_id": r["request_id"], "created_at": now}
+        for r in rows
+        if r["person_hash"] not in stoned
+    ]
+    if fresh:
+        conn.execute(insert(tombstones), fresh)
+    store.append_many(conn, [_received_entry(r, detail) for r in rows], at=now)
+
+
+def _received_entry(row: dict[str, object], detail: str) -> AuditEntry:
+    return AuditEntry(
+        kind="deletion_request", outcome="received", person_hash=str(row["person_hash"]),
+        request_id=str(row["request_id"]), job_id=str(row["job_id"]), detail=detail,
+    )  # fmt: skip
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), _IN_CHUNK):
+        yield items[start : start + _IN_CHUNK]
+
+
+def _latest_for(conn: Connection, person_hashes: set[str]) -> dict[str, RowMapping]:
+    """The most recent request of each hash that has one."""
+    latest: dict[str, RowMapping] = {}
+    for chunk in _chunks(sorted(person_hashes)):
+        rows = conn.execute(
+            select(deletion_requests)
+            .where(deletion_requests.c.person_hash.in_(chunk))
+            .order_by(deletion_requests.c.received_at, deletion_requests.c.request_id)
+        )
+        for row in rows:
+            latest[row.person_hash] = row._mapping
+    return latest
+
+
+def _existing_tombstones(conn: Connection, person_hashes: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for chunk in _chunks(person_hashes):
+        query = select(tombstones.c.person_hash).where(tombstones.c.person_hash.in_(chunk))
+        found.update(r.person_hash for r in conn.execute(query))
+    return found
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One state change of one request, as :func:`transition_many` applies it."""
+
+    request_id: str
+    state: str
+    job_id: str | None = None
+    attempts: int | None = None
+    error_class: str | None = None
+    http_status: int | None = None
+    final: bool = False
+
+
+def transition(
+    store: AuditStore,
+    request_id: str,
+    state: str,
+    *,
+    job_id: str | None = None,
+    attempts: int | None = None,
+    error_class: str | None = None,
+    http_status: int | None = None,
+    final: bool = False,
+) -> bool:
+    """Move a request to ``state`` and log it. False if the job's final row already existed."""
+    change = Transition(request_id, state, job_id, attempts, error_class, http_status, final)
+    return transition_many(store, [change])
+
+
+def transition_many(store: AuditStore, changes: Sequence[Transition]) -> bool:
+    """Apply state changes and their audit rows in one transaction (a batch's deletions).
+
+    False, with nothing applied, if one of the final rows already existed: the caller then
+    applies them one by one.
+    """
+    if not changes:
+        return True
+    now = utcnow()
+    try:
+        with store.transaction() as conn:
+            ids = [c.request_id for c in changes]
+            owners = dict(
+                conn.execute(
+                    select(deletion_requests.c.request_id, deletion_requests.c.person_hash).where(
+                        deletion_requests.c.request_id.in_(ids)
+                    )
+                ).all()
+            )
+            for keys, params in _state_updates(changes, now).items():
+                conn.execute(
+                    update(deletion_requests)
+                    .where(deletion_requests.c.request_id == bindparam("b_request_id"))
+                    .values({key: bindparam(f"b_{key}") for key in keys}),
+                    params,
+                )  # one executemany per set of changed columns, not one statement per request
+            store.append_many(
+                conn, [_entry(change, owners[change.request_id]) for change in changes]
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+def _state_updates(
+    changes: Sequence[Transition], now: datetime
+) -> dict[tuple[str, ...], list[dict[str, object]]]:
+    """Parameter sets for the state UPDATEs, grouped by the columns each change sets."""
+    groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
+    for change in changes:
+        values = _state_values(change, now)
+        params = {"b_request_id": change.request_id, **{f"b_{k}": v for k, v in values.items()}}
+        groups.setdefault(tuple(sorted(values)), []).append(params)
+    return groups
+
+
+def _state_values(change: Transition, now: datetime) -> dict[str, object]:
+    values: dict[str, object] = {
+        "state": change.state, "updated_at": now, "error_class": change.error_class,
+    }  # fmt: skip
+    if change.attempts is not None:
+        values["attempts"] = change.attempts
+    if change.state == "completed":
+        values["completed_at"] = now
+    return values
+
+
+def _entry(change: Transition, person_hash: str) -> AuditEntry:
+    return AuditEntry(
+        kind="delete", outcome=change.state, person_hash=person_hash,
+        request_id=change.request_id, job_id=change.job_id, final=change.final,
+        attempts=change.attempts or 0, error_class=change.error_class,
+        http_status=change.http_status,
+    )  # fmt: skip
+
+
+def extend(store: AuditStore, request_id: str, *, days: int, reason: str) -> DeletionStatus:
+    """Push a request's due date back by ``days``, within the legal maximum, and log why.
+
+    GDPR Art. 12(3) allows two further months in total (several extensions may add up to it);
+    CCPA §7021 allows one extension of up to 45 days. Raises ``LookupError`` for an unknown id
+    and :class:`InvalidInputError` (a ``ValueError``) when the law or the state forbids it.
+
+    Warning: ``reason`` is kept in the audit trail and exported to regulators: it must say why
+    (e.g. "complex request, several systems"), never who.
+    """
+    why = extension_reason(reason)
+    with store.transaction() as conn:
+        row = conn.execute(
+            select(deletion_requests).where(deletion_requests.c.request_id == request_id)
+        ).first()
+        if row is None:
+            raise LookupError(f"no deletion request with id {request_id}")
+        current = DeletionStatus.from_row(row._mapping)
+        if current.state == "completed":
+            raise InvalidInputError("the request is already completed")
+        regime: Regime = "ccpa" if current.regime == "ccpa" else "gdpr"
+        new_due = extend_due_date(regime, current.due_at, current.extended_to, days=days)
+        conn.execute(
+            update(deletion_requests)
+            .where(deletion_requests.c.request_id == request_id)
+            .values(extended_to=new_due, extension_reason=why, updated_at=utcnow())
+        )
+        detail = f"due {current.effective_due_at:%Y-%m-%d} -> {new_due:%Y-%m-%d}: {why}"
+        store.append(
+            conn,
+            AuditEntry(
+                kind="deletion_request", outcome="extended", person_hash=row.person_hash,
+                request_id=request_id, detail=detail[:200],
+            ),
+        )  # fmt: skip
+    status = get_status(store, request_id)
+    assert status is not None
+    return status
+
+
+def get_status(store: AuditStore, request_id: str) -> DeletionStatus | None:
+    with store.reading() as conn:
+        row = conn.execute(
+            select(deletion_requests).where(deletion_requests.c.request_id == request_id)
+        ).first()
+    return DeletionStatus.from_row(row._mapping) if row else None
+
+
+def statuses(store: AuditStore, request_ids: Sequence[str]) -> dict[str, DeletionStatus]:
+    """The status of each known request id, in one query per chunk."""
+    found: dict[str, DeletionStatus] = {}
+    with store.reading() as conn:
+        for chunk in _chunks(request_ids):
+            query = select(deletion_requests).where(deletion_requests.c.request_id.in_(chunk))
+            for row in conn.execute(query):
+                status = DeletionStatus.from_row(row._mapping)
+                found[status.request_id] = status
+    return found
+
+
+def states(store: AuditStore, request_ids: Sequence[str]) -> dict[str, str]:
+    """The current state of each known request id (for polling a bulk run)."""
+    found: dict[str, str] = {}
+    with store.reading() as conn:
+        for chunk in _chunks(request_ids):
+            query = select(deletion_requests.c.request_id, deletion_requests.c.state).where(
+                deletion_requests.c.request_id.in_(chunk)
+            )
+            found.update((r.request_id, r.state) for r in conn.execute(query))
+    return found
+
+
+def list_requests(
+    store: AuditStore, *, state: str | None = None, limit: int | None = None
+) -> list[DeletionStatus]:
+    """Requests, newest first, optionally in one state."""
+    if state is not None and state not in STATES:
+        raise InvalidInputError(f"state must be one of {', '.join(STATES)}")
+    query = select(deletion_requests).order_by(
+        deletion_requests.c.received_at.desc(), deletion_requests.c.request_id.desc()
+    )
+    if state is not None:
+        query = query.where(deletion_requests.c.state == state)
+    if limit is not None:
+        query = query.limit(limit)
+    with store.reading() as conn:
+        return [DeletionStatus.from_row(r._mapping) for r in conn.execute(query)]
+
+
+def overdue(store: AuditStore, *, within: timedelta = timedelta(days=3)) -> list[DeletionStatus]:
+    """Requests not completed whose due date in force has passed or falls within ``within``."""
+    limit = utcnow() + within
+    due = func.coalesce(deletion_requests.c.extended_to, deletion_requests.c.due_at)
+    with store.reading() as conn:
+        rows = conn.execute(
+            select(deletion_requests)
+            .where(deletion_requests.c.state != "completed")
+            .where(due <= limit)
+            .order_by(due)
+        ).all()
+    return [DeletionStatus.from_row(r._mapping) for r in rows]
+
+
+def erased_hashes(store: AuditStore) -> list[str]:
+    """Every tombstoned person hash (to warm the Redis cache)."""
+    with store.reading() as conn:
+        return [r.person_hash for r in conn.execute(select(tombstones.c.person_hash))]
+
+
+def tombstoned(store: AuditStore, person_hashes: Sequence[str]) -> set[str]:
+    """Which of ``person_hashes`` are under erasure, by the audit store (the source of truth)."""
+    with store.reading() as conn:
+        return _existing_tombstones(conn, person_hashes)

@@ -1,0 +1,373 @@
+"""The sanitization policy as data: which attribute keys are dropped, hashed, redacted or kept.
+
+A policy is a frozen, validated value loaded from TOML. :mod:`cioguard.privacy.sanitizer` applies
+it;
+the audit records :attr:`Policy.version` so every delivery names the exact rules it went out
+under. The default policy ships as ``cioguard/default_policy.toml``.
+
+Policy file format::
+
+    name = "default"              # [A-Za-z0-9._-], 1-64 chars; first half of the version
+    description = "..."           # optional, free text; not part of the version
+    mode = "denylist"             # "denylist" (default) or "allowlist"
+    allow = []                    # allowlist mode only: the top-level keys that may pass
+    detectors = ["card", "ssn", "iban", "phone", "secret"]  # omitted = all of them
+
+    [[rules]]
+    name = "secrets"              # optional; shown by explain(); default "rules[<index>]"
+    keys = ["password", "api_key"]
+    match = "token"               # "exact" or "token" (required)
+    action = "drop"               # "drop", "hash", "redact" or "keep"
+    descend = false               # drop/hash/redact: walk into mappings instead (see below)
+    scan = true                   # keep only: false exempts the value from the detectors
+    reason = "credentials"        # optional; shown by explain()
+
+Key matching. Keys in the data and in the rules are brought to one normal form by
+:func:`normalize_key`: camelCase, PascalCase, kebab-case, spaces, dots and upper case all become
+snake_case, acronyms stay whole (``userSSN`` -> ``user_ssn``, ``APIKey`` -> ``api_key``) and
+digits split from letters (``address1`` -> ``address_1``). Then:
+
+- ``match = "exact"``: the normalized key equals a rule key (``EmailAddress`` = ``email_address``).
+- ``match = "token"``: the rule key's words appear, in order and whole, inside the key's words;
+  a plural ``s``/``es`` on a key word is ignored. ``password`` catches ``user_password``,
+  ``passwordHash`` and ``passwords`` but not ``passwordless`` (one word); ``api_key`` catches
+  ``stripeApiKeys``; ``address`` catches ``addresses``.
+
+When several rules match, an exact match beats a token match (the more specific statement of
+intent: ``email_address`` kept exactly is not redacted by the ``address`` token rule), and among
+token matches the first rule in the file wins. The same key may not appear in two rules of the
+same match kind.
+
+``descend``: a rule for ``address`` should redact ``"1 Main St"`` but not hide the ``city`` and
+``zip`` of ``{"street": ..., "city": ..., "zip": ...}``. With ``descend = true`` a mapping under the
+key is walked (its own keys matched) instead of treated as a whole; scalars, including those in
+lists, still get the action.
+
+Allowlist mode ("minimum necessary data"): only top-level keys whose normalized form is in
+``allow`` pass; rules still apply to them and to everything inside them. A policy whose ``allow``
+names a key that a ``drop`` rule would always remove is refused as contradictory.
+
+Loading: :func:`load_policy` (the ``CIOGUARD_POLICY`` path, or the shipped default for None),
+:func:`check_policy_file`, :func:`policy_from_toml` and :func:`parse_policy` all raise
+:class:`~cioguard.errors.ConfigurationError` naming the source and every bad field or rule
+(``rules[2] (cards).action: ... (got 'dorp')``). Policy files hold no personal data, so the
+offending setting is quoted.
+
+Note:
+    Token matching over-matches on purpose: ``password`` also drops ``password_updated_at``.
+    Losing a harmless timestamp is cheaper than leaking a credential; use ``exact`` for words
+    that are only sensitive alone (``mobile`` vs ``is_mobile``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from cioguard.errors import ConfigurationError
+from cioguard.privacy.detectors import DETECTOR_NAMES
+
+Action = Literal["drop", "hash", "redact", "keep"]
+MatchKind = Literal["exact", "token"]
+Mode = Literal["denylist", "allowlist"]
+
+DEFAULT_POLICY_RESOURCE = "default_policy.toml"
+
+_ACRONYM_WORD = re.compile(r"([A-Z]+)([A-Z][a-z])")
+_LOWER_UPPER = re.compile(r"([a-z])([A-Z])")
+_LETTER_DIGIT = re.compile(r"([A-Za-z])([0-9])|([0-9])([A-Za-z])")
+_SEPARATORS = re.compile(r"[\W_]+")
+
+
+def normalize_key(key: str) -> str:
+    """The snake_case normal form used to compare keys: ``creditCard`` -> ``credit_card``.
+
+    Note:
+        Word boundaries inside a word come from ASCII case and digit changes only; keys in
+        other scripts are lower-cased and split at separators but not at case changes.
+    """
+    key = _ACRONYM_WORD.sub(r"\1_\2", key)
+    key = _LOWER_UPPER.sub(r"\1_\2", key)
+    key = _LETTER_DIGIT.sub(lambda m: "_".join(g for g in m.groups() if g), key)
+    return _SEPARATORS.sub("_", key).strip("_").lower()
+
+
+class Rule(BaseModel):
+    """One rule: keys (normalized on load), how they match and what happens to their values."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: StrictStr = ""
+    keys: tuple[StrictStr, ...] = Field(min_length=1)
+    match: MatchKind
+    action: Action
+    descend: StrictBool = False
+    scan: StrictBool = True
+    reason: StrictStr = ""
+
+    @field_validator("keys")
+    @classmethod
+    def _normalize_keys(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
+        normalized: list[str] = []
+        for key in keys:
+            norm = normalize_key(key)
+            if not norm:
+                raise ValueError(f"key {key!r} has no letters or digits")
+            if norm not in normalized:
+                normalized.append(norm)
+        return tuple(normalized)
+
+    @model_validator(mode="after")
+    def _options_fit_action(self) -> Rule:
+        if not self.scan and self.action != "keep":
+            raise ValueError("scan = false applies only to action 'keep'")
+        if self.descend and self.action == "keep":
+            raise ValueError("descend applies only to drop, hash and redact ('keep' descends)")
+        return self
+
+
+class RuleMatch(NamedTuple):
+    """Which rule matched a key, by which of its keys, and how (``exact`` or ``token``)."""
+
+    rule: Rule
+    via: str
+    kind: MatchKind
+
+
+class Policy(BaseModel):
+    """A validated sanitization policy; immutable and safe to share between threads."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: StrictStr = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    description: StrictStr = ""
+    mode: Mode = "denylist"
+    allow: tuple[StrictStr, ...] = ()
+    detectors: tuple[StrictStr, ...] = DETECTOR_NAMES
+    rules: tuple[Rule, ...] = ()
+
+    _version: str = PrivateAttr("")
+    _exact: dict[str, RuleMatch] = PrivateAttr(default_factory=dict)
+    _by_token: dict[str, list[tuple[int, tuple[str, ...], RuleMatch]]] = PrivateAttr(
+        default_factory=dict
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_rules(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and isinstance(data.get("rules"), list):
+            rules = [
+                {"name": f"rules[{i}]", **rule} if isinstance(rule, Mapping) else rule
+                for i, rule in enumerate(data["rules"])
+            ]
+            data = {**data, "rules": rules}
+        return data
+
+    @field_validator("allow")
+    @classmethod
+    def _normalize_allow(cls, allow: tuple[str, ...]) -> tuple[str, ...]:
+        normalized = [normalize_key(key) for key in allow]
+        if "" in normalized:
+            raise ValueError("an entry has no letters or digits")
+        return tuple(dict.fromkeys(normalized))
+
+    @field_validator("detectors")
+    @classmethod
+    def _known_detectors(cls, detectors: tuple[str, ...]) -> tuple[str, ...]:
+        for name in detectors:
+            if name not in DETECTOR_NAMES:
+                known = ", ".join(DETECTOR_NAMES)
+                raise ValueError(f"unknown detector {name!r} (known: {known})")
+        if len(set(detectors)) != len(detectors):
+            raise ValueError("a detector is listed twice")
+        return detectors
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Policy:
+        if self.mode == "allowlist" and not self.allow:
+            raise ValueError("allow: allowlist mode needs at least one key")
+        if self.mode == "denylist" and self.allow:
+            raise ValueError("allow: only used with mode = 'allowlist'")
+        seen_names: set[str] = set()
+        for index, rule in enumerate(self.rules):
+            if rule.name in seen_names:
+                raise ValueError(f"{_label(index, rule)}: rule name is used twice")
+            seen_names.add(rule.name)
+            for key in rule.keys:
+                entry = RuleMatch(rule, key, rule.match)
+                if rule.match == "exact":
+                    if key in self._exact:
+                        other = self._exact[key].rule.name
+                        raise ValueError(
+                            f"{_label(index, rule)}: exact key {key!r} is also in rule {other}"
+                        )
+                    self._exact[key] = entry
+                else:
+                    words = tuple(key.split("_"))
+                    bucket = self._by_token.setdefault(words[0], [])
+                    if any(w == words for _, w, _ in bucket):
+                        raise ValueError(
+                            f"{_label(index, rule)}: token key {key!r} is in two rules"
+                        )
+                    bucket.append((index, words, entry))
+        for key in self.allow:
+            found = self.match(key)
+            if found and found.rule.action == "drop" and not found.rule.descend:
+                raise ValueError(f"allow: {key!r} is always dropped by rule {found.rule.name}")
+        canonical = json.dumps(
+            self.model_dump(mode="json", exclude={"description"}),
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        self._version = f"{self.name}@{hashlib.sha256(canonical.encode()).hexdigest()[:12]}"
+        return self
+
+    @property
+    def version(self) -> str:
+        """``<name>@<first 12 hex digits of the SHA-256 of the canonical policy JSON>``.
+
+        The same rules in the same order give the same version whatever the spelling of their
+        keys (keys are hashed normalized); the description does not count, rule order does
+        (the first matching token rule wins).
+        """
+        return self._version
+
+    def match(self, key: str) -> RuleMatch | None:
+        """The rule that governs ``key`` (raw or normalized), or None if no rule matches."""
+        norm = normalize_key(key)
+        exact = self._exact.get(norm)
+        if exact is not None:
+            return exact
+        words = norm.split("_")
+        best: tuple[int, RuleMatch] | None = None
+        for start, word in enumerate(words):
+            candidates = self._by_token.get(word, [])
+            if word.endswith("s") and len(word) > 3:
+                candidates = candidates + self._by_token.get(word[:-1], [])
+                if word.endswith("es"):
+                    candidates = candidates + self._by_token.get(word[:-2], [])
+            for index, phrase, entry in candidates:
+                if (best is None or index < best[0]) and _words_at(words, start, phrase):
+                    best = (index, entry)
+        return None if best is None else best[1]
+
+
+def _label(index: int, rule: Rule) -> str:
+    plain = f"rules[{index}]"
+    return plain if rule.name == plain else f"{plain} ({rule.name})"
+
+
+def _words_at(words: list[str], start: int, phrase: tuple[str, ...]) -> bool:
+    if start + len(phrase) > len(words):
+        return False
+    return all(
+        have == want or have == want + "s" or have == want + "es"
+        for have, want in zip(words[start : start + len(phrase)], phrase, strict=False)
+    )
+
+
+def _location(loc: tuple[int | str, ...], data: Any) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+        rules = data.get("rules") if isinstance(data, Mapping) else None
+        if isinstance(rules, list) and loc[1] < len(rules) and isinstance(rules[loc[1]], Mapping):
+            name = rules[loc[1]].get("name")
+            if isinstance(name, str):
+                text = text.replace(f"rules[{loc[1]}]", f"rules[{loc[1]}] ({name})", 1)
+    return text
+
+
+_MESSAGES = {
+    "extra_forbidden": "unknown field",
+    "missing": "required field is missing",
+    "too_short": "must not be empty",
+    "tuple_type": "must be a list",
+    "string_pattern_mismatch": "must be 1-64 letters, digits, '.', '_' or '-'",
+    "model_type": "must be a table",
+}
+_SHOW_INPUT = frozenset({"literal_error", "string_pattern_mismatch"})
+_SHOW_TYPE = frozenset({"tuple_type", "string_type", "bool_type", "model_type"})
+
+
+def _describe(error: ValidationError, data: Any) -> str:
+    parts: list[str] = []
+    for item in error.errors(include_url=False):
+        where = _location(tuple(item["loc"]), data)
+        message = _MESSAGES.get(item["type"], item["msg"].removeprefix("Value error, "))
+        if item["type"] in _SHOW_INPUT:
+            message += f" (got {item['input']!r})"
+        elif item["type"] in _SHOW_TYPE:
+            message += f" (got {type(item['input']).__name__})"
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
+
+
+def parse_policy(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
+    """A :class:`Policy` from already-parsed TOML/JSON data.
+
+    Raises :class:`ConfigurationError` naming ``source`` and every bad field.
+    """
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigurationError(f"policy {source}: {_describe(exc, data)}") from None
+
+
+def policy_from_toml(text: str, *, source: str = "<policy>") -> Policy:
+    """A :class:`Policy` from TOML text; errors name ``source`` and the bad field or rule."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"policy {source}: not valid TOML: {exc}") from None
+    return parse_policy(data, source=source)
+
+
+def check_policy_file(path: str | Path) -> Policy:
+    """Load and validate the policy file at ``path`` (``CIOGUARD_POLICY``).
+
+    Raises :class:`ConfigurationError` with the file name and the bad field or rule, e.g.
+    ``policy /etc/cioguard.toml: rules[2] (cards).action: Input should be ... (got 'dorp')``.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"policy {path}: cannot read: {type(exc).__name__}") from None
+    return policy_from_toml(text, source=str(path))
+
+
+def load_policy(path: str | Path | None = None) -> Policy:
+    """The policy at ``path`` (``CIOGUARD_POLICY``), or the shipped default when it is None."""
+    return default_policy() if path is None else check_policy_file(path)
+
+
+@cache
+def default_policy() -> Policy:
+    """The policy shipped in the package (``default_policy.toml``), loaded once."""
+    text = (
+        resources.files(__package__ or "cioguard")
+        .joinpath(DEFAULT_POLICY_RESOURCE)
+        .read_text("utf-8")
+    )
+    return policy_from_toml(text, source=DEFAULT_POLICY_RESOURCE)

@@ -1,0 +1,345 @@
+"""Apply a :class:`~cioguard.privacy.policy.Policy` to attributes: pure functions, no I/O.
+
+:meth:`Sanitizer.apply` returns a new dict (the input is never mutated) in which:
+
+- each key at any depth (mappings, lists of mappings) is matched against the policy's rules and
+  its value dropped, hashed (keyed, :func:`cioguard.privacy.hashing.value_hash`), redacted
+  (``[REDACTED]``)
+  or kept;
+- in allowlist mode, top-level keys not in ``allow`` are dropped first, and rules still apply
+  inside the allowed ones;
+- every string left (unless a ``keep`` rule with ``scan = false`` says otherwise, as the default
+  policy does for ``email``) is run through the policy's detectors, and matches are replaced in
+  place (``"card 4111 1111 1111 1111"`` -> ``"card [REDACTED:card]"``); an int that is a valid
+  card number becomes ``"[REDACTED:card]"``;
+- Customer.io's limits are then checked on the result: attribute names at most 150 UTF-8 bytes,
+  at most 300 top-level attributes, each value at most 1000 bytes (a string's UTF-8 bytes, any
+  other value's compact JSON). A violation raises :class:`InvalidInputError` naming the
+  attribute and the limit, never the value.
+
+Hashing: strings are hashed as they are; other scalars on their JSON form (``true``, ``42``,
+``1.5``); mappings and lists under a hashed key are hashed leaf by leaf, keeping their shape,
+and ``None`` stays ``None`` (a hash of "no value" would look like a value). Inside a hashed
+subtree a nested ``drop`` or ``redact`` rule still applies: rules can only make data stricter.
+
+:meth:`Sanitizer.explain` walks the same way and returns one :class:`Decision` per key (and per
+detector hit) with its path, action, rule and reason. Neither decisions nor errors ever contain
+a value: values may be personal data; key names and paths are not treated as such.
+
+Input must be JSON data (str, int, float, bool, None, mappings with str keys, lists/tuples);
+anything else raises :class:`InvalidTypeError` naming the path and type, and nesting deeper
+than ``MAX_DEPTH`` raises :class:`InvalidInputError`: a sanitizer that cannot see inside a
+value must not let it through.
+
+Note:
+    By default ``apply`` is not idempotent for ``hash`` rules: a second pass hashes the hash.
+    A second pass over already-sanitized data (the worker re-checking what the application
+    enqueued) should use ``apply(..., rehash=False)``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from cioguard.errors import ConfigurationError, InvalidInputError, InvalidTypeError
+from cioguard.privacy import detectors
+from cioguard.privacy.hashing import value_hash
+from cioguard.privacy.policy import Policy, Rule, RuleMatch, normalize_key
+
+DecisionAction = Literal["keep", "drop", "hash", "redact", "allowlist-drop", "detector-redact"]
+
+REDACTED: Final = "[REDACTED]"
+MAX_NAME_BYTES: Final = 150
+MAX_ATTRIBUTES: Final = 300
+MAX_VALUE_BYTES: Final = 1000
+MAX_DEPTH: Final = 32
+
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
+_HASH_SHAPE = re.compile(r"[0-9a-f]{64}")
+_KEY_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What happened at one path (``profile.cards[0].number``), by which rule, and why."""
+
+    path: str
+    action: DecisionAction
+    rule: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """Per-call state of one walk: the decision log (explain only) and the string hasher."""
+
+    log: list[Decision] | None
+    hash_text: Callable[[str], str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    match: RuleMatch | None
+    normalized: str
+    segment: str  # ".name" or '["odd name"]', to append to the parent path
+
+
+class Sanitizer:
+    """Applies one policy with one hash key; build once per process and reuse (it caches keys).
+
+    Note:
+        The key cache holds up to 4096 distinct raw key names, then starts over; data with
+        unbounded key names (ids as keys) costs a normalization per key but stays correct.
+    """
+
+    def __init__(self, policy: Policy, hash_key: bytes) -> None:
+        if not isinstance(hash_key, bytes) or not hash_key:
+            raise ConfigurationError("the sanitizer's hash key must be non-empty bytes")
+        self.policy = policy
+        self._hash_key = hash_key
+        self._scan = detectors.scanner(policy.detectors) if policy.detectors else None
+        self._cards_in_ints = "card" in policy.detectors
+        self._allow = frozenset(policy.allow) if policy.mode == "allowlist" else None
+        self._keys: dict[str, _Key] = {}
+
+    def apply(
+        self,
+        attributes: Mapping[str, Any],
+        *,
+        enforce_limits: bool = True,
+        rehash: bool = True,
+    ) -> dict[str, Any]:
+        """The sanitized copy of ``attributes``; checks Customer.io's attribute limits on it.
+
+        ``enforce_limits=False`` skips the person-attribute limits, for event data, which has
+        its own (100,000 bytes in total, checked by :mod:`cioguard.producer.validate`).
+
+        ``rehash=False`` is for a second pass over data this sanitizer already produced (the
+        worker re-checking what the application enqueued): under a ``hash`` rule, a string
+        shaped like a :func:`value_hash` output (64 lowercase hex digits) is left as it is
+        instead of hashed again, which makes ``apply`` idempotent.
+
+        Note:
+            ``rehash=False`` trusts the shape: an unkeyed SHA-256 of a phone number sent under
+            ``phone`` would pass as it is. Use it only on data that went through ``apply`` once.
+        """
+        if not isinstance(attributes, Mapping):
+            raise InvalidTypeError(f"attributes must be a mapping, not {type(attributes).__name__}")
+        call = _Call(None, self._hash if rehash else self._hash_once)
+        clean = self._mapping(attributes, "", False, True, 0, call)
+        if enforce_limits:
+            check_limits(clean)
+        return clean
+
+    def explain(self, attributes: Mapping[str, Any]) -> list[Decision]:
+        """Every decision :meth:`apply` makes on ``attributes``, in walk order (limits aside)."""
+        if not isinstance(attributes, Mapping):
+            raise InvalidTypeError(f"attributes must be a mapping, not {type(attributes).__name__}")
+        log: list[Decision] = []
+        self._mapping(attributes, "", False, True, 0, _Call(log, self._hash))
+        return log
+
+    def _hash(self, text: str) -> str:
+        return value_hash(self._hash_key, text)
+
+    def _hash_once(self, text: str) -> str:
+        return text if _HASH_SHAPE.fullmatch(text) else value_hash(self._hash_key, text)
+
+    # -- the walk -------------------------------------------------------------------------------
+
+    def _key(self, key: str) -> _Key:
+        found = self._keys.get(key)
+        if found is None:
+            segment = f".{key}" if _PLAIN_NAME.match(key) else f"[{json.dumps(key)}]"
+            found = _Key(self.policy.match(key), normalize_key(key), segment)
+            if len(self._keys) >= _KEY_CACHE_SIZE:
+                self._keys.clear()
+            self._keys[key] = found
+        return found
+
+    def _mapping(
+        self,
+        data: Mapping[Any, Any],
+        path: str,
+        hashing: bool,
+        scan: bool,
+        depth: int,
+        call: _Call,
+    ) -> dict[str, Any]:
+        if depth > MAX_DEPTH:
+            raise InvalidInputError(f"{path or 'attributes'} is nested deeper than {MAX_DEPTH}")
+        log = call.log
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            if type(key) is not str:
+                where = f"at {path}" if path else "at the top level"
+                raise InvalidTypeError(f"a key {where} is a {type(key).__name__}, not a str")
+            info = self._key(key)
+            child = path + info.segment if path else info.segment.removeprefix(".")
+            if depth == 0 and self._allow is not None and info.normalized not in self._allow:
+                if log is not None:
+                    log.append(Decision(child, "allowlist-drop", "allow", "not in allow"))
+                continue
+            match = info.match
+            if match is None or (hashing and match.rule.action in ("keep", "hash")):
+                if log is not None and not hashing:
+                    log.append(Decision(child, "keep", None, "no rule matches this key"))
+                out[key] = self._value(value, child, hashing, scan, depth, call)
+                continue
+            rule = match.rule
+            reason = f"{info.normalized!r} matches {match.kind} key {match.via!r}"
+            if rule.reason:
+                reason += f" ({rule.reason})"
+            if rule.action == "keep":
+                if log is not None:
+                    log.append(Decision(child, "keep", rule.name, reason))
+                out[key] = self._value(value, child, hashing, rule.scan, depth, call)
+            elif rule.descend and isinstance(value, Mapping | list | tuple):
+                if log is not None:
+                    log.append(Decision(child, "keep", rule.name, reason + "; walked into"))
+                out[key] = self._descend(value, child, rule, hashing, scan, depth + 1, call)
+            else:
+                if log is not None:
+                    log.append(Decision(child, rule.action, rule.name, reason))
+                if rule.action == "redact":
+                    out[key] = REDACTED
+                elif rule.action == "hash":
+                    out[key] = self._value(value, child, True, scan, depth, call)
+        return out
+
+    def _descend(
+        self,
+        value: Mapping[Any, Any] | list[Any] | tuple[Any, ...],
+        path: str,
+        rule: Rule,
+        hashing: bool,
+        scan: bool,
+        depth: int,
+        call: _Call,
+    ) -> Any:
+        log = call.log
+        if isinstance(value, Mapping):
+            return self._mapping(value, path, hashing, scan, depth, call)
+        if depth > MAX_DEPTH:
+            raise InvalidInputError(f"{path} is nested deeper than {MAX_DEPTH}")
+        out: list[Any] = []
+        for index, item in enumerate(value):
+            where = f"{path}[{index}]"
+            if isinstance(item, Mapping | list | tuple):
+                out.append(self._descend(item, where, rule, hashing, scan, depth + 1, call))
+                continue
+            if log is not None:
+                log.append(Decision(where, rule.action, rule.name, "list item under the key"))
+            if rule.action == "redact":
+                out.append(REDACTED)
+            elif rule.action == "hash":
+                out.append(self._value(item, where, True, scan, depth, call))
+        return out
+
+    def _value(
+        self,
+        value: Any,
+        path: str,
+        hashing: bool,
+        scan: bool,
+        depth: int,
+        call: _Call,
+    ) -> Any:
+        log = call.log
+        kind = type(value)
+        if kind is str:
+            if hashing:
+                return call.hash_text(value)
+            if scan and self._scan is not None:
+                spans = self._scan(value)
+                if spans:
+                    if log is not None:
+                        _log_spans(log, path, spans)
+                    return detectors.redact(value, spans)
+            return value
+        if value is None:
+            return None
+        if kind is bool or kind is float:
+            return call.hash_text(json.dumps(value)) if hashing else value
+        if kind is int:
+            if hashing:
+                return call.hash_text(json.dumps(value))
+            if (
+                scan
+                and self._cards_in_ints
+                and 10**12 <= value < 10**19
+                and detectors.is_card_number(str(value))
+            ):
+                if log is not None:
+                    reason = "the number is a valid card number"
+                    log.append(Decision(path, "detector-redact", "detector:card", reason))
+                return "[REDACTED:card]"
+            return value
+        if isinstance(value, Mapping):
+            return self._mapping(value, path, hashing, scan, depth + 1, call)
+        if isinstance(value, list | tuple):
+            if depth > MAX_DEPTH:
+                raise InvalidInputError(f"{path} is nested deeper than {MAX_DEPTH}")
+            return [
+                self._value(item, f"{path}[{index}]", hashing, scan, depth + 1, call)
+                for index, item in enumerate(value)
+            ]
+        if isinstance(value, str):  # subclasses: str enums and the like
+            return self._value(str.__str__(value), path, hashing, scan, depth, call)
+        if isinstance(value, int | float):
+            plain = int(value) if isinstance(value, int) else float(value)
+            return self._value(plain, path, hashing, scan, depth, call)
+        raise InvalidTypeError(f"{path} holds a {kind.__name__}, which is not JSON data")
+
+
+def _log_spans(log: list[Decision], path: str, spans: list[detectors.Span]) -> None:
+    for name, count in Counter(span.detector for span in spans).items():
+        reason = f"{count} {name} match(es) replaced in the text"
+        log.append(Decision(path, "detector-redact", f"detector:{name}", reason))
+
+
+def _shown(name: str) -> str:
+    return repr(name) if len(name) <= 64 else repr(name[:64]) + "..."
+
+
+def check_limits(attributes: Mapping[str, Any]) -> None:
+    """Refuse sanitized attributes past Customer.io's limits (names, count, value size).
+
+    Messages name the attribute and the limit, never the value.
+
+    Note:
+        Only top-level names are held to 150 bytes: nested keys are part of the value, which
+        is held to 1000 bytes as compact JSON.
+    """
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise InvalidInputError(
+            f"{len(attributes)} attributes after sanitizing; "
+            f"Customer.io accepts at most {MAX_ATTRIBUTES}"
+        )
+    for name, value in attributes.items():
+        # A character is at most 4 UTF-8 bytes: short names and strings need no encoding.
+        if len(name) * 4 > MAX_NAME_BYTES and len(name.encode("utf-8")) > MAX_NAME_BYTES:
+            raise InvalidInputError(
+                f"attribute name {_shown(name)} is {len(name.encode('utf-8'))} bytes; "
+                f"Customer.io accepts at most {MAX_NAME_BYTES}"
+            )
+        kind = type(value)
+        if kind is str:
+            if len(value) * 4 <= MAX_VALUE_BYTES:
+                continue
+            size = len(value.encode("utf-8"))
+        elif value is None or kind is bool or kind is int or kind is float:
+            continue  # a number's JSON form is far below the limit
+        else:
+            encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+            size = len(encoded.encode("utf-8"))
+        if size > MAX_VALUE_BYTES:
+            raise InvalidInputError(
+                f"attribute {_shown(name)} is {size} bytes after sanitizing; "
+                f"Customer.io accepts at most {MAX_VALUE_BYTES} bytes per value"
+            )

@@ -1,0 +1,3 @@
+from cioguard.sandbox.server import main
+
+main()
