@@ -49,8 +49,8 @@ from cioguard.broker.celeryconf import QUEUE, build_celery
 from cioguard.broker.envelope import new_key
 from cioguard.config import Settings
 from cioguard.producer.api import Producer
+from cioguard.sandbox.client import SandboxControl, SandboxServer
 from cioguard.sandbox.devstack import RedisServer, WorkerProcess
-from cioguard.sandbox.server import SandboxControl, SandboxServer
 
 COMMITTED_RESULTS = Path(__file__).resolve().parent / "results"
 UNLIMITED_RATE = "1000000"

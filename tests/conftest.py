@@ -18,8 +18,8 @@ import redis
 from cioguard.broker.envelope import new_key
 from cioguard.config import Settings
 from cioguard.producer.api import Producer
+from cioguard.sandbox.client import SandboxServer
 from cioguard.sandbox.devstack import RedisServer, WorkerProcess
-from cioguard.sandbox.server import SandboxServer
 from cioguard.sandbox.state import FaultConfig
 
 PG_URL = os.environ.get("CIOGUARD_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 from cioguard.audit.chain import check_published, purge, verify
 from cioguard.audit.schema import audit_log, chain_head, deletion_requests, tombstones
 from cioguard.audit.store import AuditEntry, AuditStore, row_digest, utcnow
+from cioguard.erasure import opening
 from cioguard.erasure import requests as deletions
 from tests.conftest import PG_URL
 
@@ -204,7 +205,7 @@ def test_purge_removes_old_closed_requests_and_keeps_open_ones_and_tombstones(
     s = AuditStore.from_url(f"sqlite:///{tmp_path / 'requests.db'}")
     s.migrate()
     done, still_open = ("a" * 64, "b" * 64)
-    opened = deletions.open_requests(s, [done, still_open], reason="erasure", manner="api",
+    opened = opening.open_requests(s, [done, still_open], reason="erasure", manner="api",
                                 mode="suppress")  # fmt: skip
     deletions.transition(s, opened[0].request_id, "completed", job_id=opened[0].job_id, final=True)
     result = purge(s, retention_days=730, now=utcnow() + timedelta(days=800))

@@ -18,6 +18,7 @@ from cioguard.audit.schema import audit_log
 from cioguard.audit.store import AuditEntry, AuditStore, utcnow
 from cioguard.cli.main import app
 from cioguard.config import get_settings
+from cioguard.erasure import opening
 from cioguard.erasure import requests as deletions
 from cioguard.privacy.hashing import person_hash
 
@@ -37,7 +38,7 @@ def store(tmp_path: Path, hash_key: str, monkeypatch: pytest.MonkeyPatch) -> Ite
     get_settings.cache_clear()
     s = AuditStore.from_url(url)
     s.migrate()
-    opened = deletions.open_request(s, person_hash(hash_key.encode(), PERSON), reason="erasure",
+    opened = opening.open_request(s, person_hash(hash_key.encode(), PERSON), reason="erasure",
                                manner="api", mode="suppress")  # fmt: skip
     deletions.transition(s, opened.request_id, "completed", job_id=opened.job_id, final=True)
     yield s

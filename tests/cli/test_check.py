@@ -25,8 +25,8 @@ from cioguard.audit.store import AuditStore
 from cioguard.broker.envelope import new_key
 from cioguard.cli import check
 from cioguard.config import Settings
+from cioguard.sandbox.client import SandboxServer
 from cioguard.sandbox.devstack import free_port
-from cioguard.sandbox.server import SandboxServer
 from tests.conftest import settings_from
 
 FLOWER_AUTH = "ops:correct-horse-battery-staple"

@@ -14,8 +14,8 @@ from cioguard.cli.credentials import check_credentials
 from cioguard.cli.main import app
 from cioguard.config import Settings, get_settings
 from cioguard.delivery.credentials import API_KEY_VAR, SITE_ID_VAR
+from cioguard.sandbox.client import SandboxServer
 from cioguard.sandbox.devstack import free_port
-from cioguard.sandbox.server import SandboxServer
 
 runner = CliRunner()
 

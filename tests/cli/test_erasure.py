@@ -19,6 +19,7 @@ from cioguard.audit.schema import deletion_requests
 from cioguard.audit.store import AuditStore
 from cioguard.cli.main import app
 from cioguard.config import Settings, get_settings
+from cioguard.erasure import opening
 from cioguard.erasure import requests as deletions
 
 
@@ -35,7 +36,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AuditStor
 
 
 def _open(store: AuditStore, person_hash: str, *, late_days: int = 0) -> str:
-    opened = deletions.open_request(
+    opened = opening.open_request(
         store, person_hash, reason="erasure", manner="api", mode="suppress"
     )
     if late_days:

@@ -15,8 +15,8 @@ import requests
 
 from cioguard.delivery.customerio import TrackClient, _classify, parse_retry_after
 from cioguard.errors import CredentialsError, DeliveryError, PermanentError, RetryableError
+from cioguard.sandbox.client import SandboxServer
 from cioguard.sandbox.devstack import free_port
-from cioguard.sandbox.server import SandboxServer
 from cioguard.sandbox.state import FaultConfig
 
 PERSON = "pii-canary-person-7f3a"

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 
 from cioguard.producer.api import Producer
+from cioguard.sandbox.client import SandboxServer
 from cioguard.sandbox.devstack import WorkerProcess
-from cioguard.sandbox.server import SandboxServer
 from tests.helpers import final_rows, wait_for_finals
 
 pytestmark = pytest.mark.e2e

@@ -30,8 +30,8 @@ from cioguard.broker.celeryconf import DELIVER_TASK, build_celery
 from cioguard.broker.jobs import Job, new_job_id
 from cioguard.privacy.hashing import person_hash
 from cioguard.producer.api import Producer
+from cioguard.sandbox.client import SandboxServer
 from cioguard.sandbox.devstack import WorkerProcess
-from cioguard.sandbox.server import SandboxServer
 from tests.helpers import final_count, final_rows, wait_until
 from tests.leaks import (
     Canary,

@@ -17,8 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from cioguard.producer.api import Producer
+from cioguard.sandbox.client import SandboxServer
 from cioguard.sandbox.devstack import WorkerProcess
-from cioguard.sandbox.server import SandboxServer
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e

@@ -14,8 +14,8 @@ import pytest
 
 from cioguard.delivery import deadletters
 from cioguard.producer.api import Producer
+from cioguard.sandbox.client import SandboxServer
 from cioguard.sandbox.devstack import WorkerProcess
-from cioguard.sandbox.server import SandboxServer
 from cioguard.sandbox.state import FaultConfig
 from tests.helpers import final_rows, wait_for_finals, wait_until
 

@@ -22,8 +22,8 @@ from cioguard.audit.chain import verify
 from cioguard.audit.store import AuditStore
 from cioguard.delivery.pipeline import ERASED_AFTER_ATTEMPT_DETAIL, ERASED_DETAIL
 from cioguard.producer.api import Producer
+from cioguard.sandbox.client import SandboxServer
 from cioguard.sandbox.devstack import WorkerProcess
-from cioguard.sandbox.server import SandboxServer
 from tests.conftest import settings_from
 from tests.helpers import final_rows, wait_for_finals, wait_until
 

@@ -24,8 +24,8 @@ from cioguard.audit.schema import audit_log
 from cioguard.audit.store import AuditStore
 from cioguard.producer import bulk
 from cioguard.producer.api import Producer
+from cioguard.sandbox.client import SandboxServer
 from cioguard.sandbox.devstack import RedisServer, WorkerProcess, free_port
-from cioguard.sandbox.server import SandboxServer
 from tests.conftest import PG_URL, settings_from
 from tests.helpers import final_count, final_rows, wait_for_finals, wait_until
 

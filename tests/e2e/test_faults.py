@@ -25,8 +25,8 @@ import pytest
 
 from cioguard.delivery.pipeline import ERASED_AFTER_ATTEMPT_DETAIL
 from cioguard.producer.api import Producer
+from cioguard.sandbox.client import SandboxServer
 from cioguard.sandbox.devstack import WorkerProcess
-from cioguard.sandbox.server import SandboxServer
 from tests.helpers import final_rows, wait_for_finals
 
 pytestmark = pytest.mark.e2e

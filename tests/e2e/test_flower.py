@@ -15,8 +15,8 @@ import redis
 
 from cioguard.broker.celeryconf import QUEUE, build_celery
 from cioguard.producer.api import Producer
+from cioguard.sandbox.client import SandboxServer
 from cioguard.sandbox.devstack import WorkerProcess
-from cioguard.sandbox.server import SandboxServer
 from tests.helpers import final_count, wait_until
 from tests.leaks import (
     Canary,

@@ -22,8 +22,8 @@ from cioguard.config import get_settings
 from cioguard.delivery import replay
 from cioguard.delivery.deadletters import list_all
 from cioguard.producer.api import Producer, get_producer
+from cioguard.sandbox.client import SandboxServer
 from cioguard.sandbox.devstack import WorkerProcess
-from cioguard.sandbox.server import SandboxServer
 from tests.conftest import settings_from
 from tests.helpers import final_rows, wait_for_finals
 

@@ -19,8 +19,8 @@ from sqlalchemy import update
 from cioguard.audit.schema import deletion_requests
 from cioguard.audit.store import utcnow
 from cioguard.producer.api import Producer
+from cioguard.sandbox.client import SandboxServer
 from cioguard.sandbox.devstack import WorkerProcess, free_port
-from cioguard.sandbox.server import SandboxServer
 from tests.helpers import wait_for_finals, wait_until
 
 pytestmark = pytest.mark.e2e

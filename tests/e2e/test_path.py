@@ -11,8 +11,8 @@ from sqlalchemy import MetaData
 from cioguard.audit.schema import metadata
 from cioguard.audit.store import AuditStore
 from cioguard.producer.api import Producer
+from cioguard.sandbox.client import SandboxServer
 from cioguard.sandbox.devstack import WorkerProcess
-from cioguard.sandbox.server import SandboxServer
 from tests.conftest import PG_URL, settings_from
 from tests.helpers import final_rows, wait_for_finals, wait_until
 

@@ -17,8 +17,8 @@ import pytest
 from cioguard.delivery import deadletters
 from cioguard.delivery.credentials import API_KEY_VAR, SITE_ID_VAR
 from cioguard.producer.api import Producer
+from cioguard.sandbox.client import SandboxServer
 from cioguard.sandbox.devstack import WorkerProcess
-from cioguard.sandbox.server import SandboxServer
 from tests.helpers import final_count, final_rows, wait_for_finals, wait_until
 
 pytestmark = pytest.mark.e2e

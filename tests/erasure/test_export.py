@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cioguard.audit.store import AuditStore, utcnow
+from cioguard.erasure import opening
 from cioguard.erasure import requests as deletions
 from cioguard.erasure.export import (
     FIELDS,
@@ -28,7 +29,7 @@ DONE, FAILED, OPEN = "1" * 64, "2" * 64, "3" * 64
 def store(tmp_path: Path) -> AuditStore:
     s = AuditStore.from_url(f"sqlite:///{tmp_path / 'audit.db'}")
     s.migrate()
-    done, failed, _ = deletions.open_requests(s, [DONE, FAILED, OPEN], reason="ccpa", manner="bulk",
+    done, failed, _ = opening.open_requests(s, [DONE, FAILED, OPEN], reason="ccpa", manner="bulk",
                                          mode="suppress_and_delete")  # fmt: skip
     deletions.transition(s, done.request_id, "completed", job_id=done.job_id, final=True)
     deletions.transition(s, failed.request_id, "failed", job_id=failed.job_id,

@@ -17,6 +17,7 @@ from cioguard.audit.store import AuditStore
 from cioguard.broker.jobs import Job
 from cioguard.delivery import pipeline as delivery
 from cioguard.delivery.customerio import TrackClient
+from cioguard.erasure import opening
 from cioguard.erasure import requests as deletions
 from cioguard.errors import AuditUnavailableError, InvalidInputError
 
@@ -32,8 +33,8 @@ def store(tmp_path: Path) -> AuditStore:
 
 def _open(
     store: AuditStore, person_hash: str = ALICE, reason: str = "erasure"
-) -> deletions.OpenedRequest:
-    return deletions.open_request(store, person_hash, reason=reason, manner="api", mode="suppress")
+) -> opening.OpenedRequest:
+    return opening.open_request(store, person_hash, reason=reason, manner="api", mode="suppress")
 
 
 def _status(store: AuditStore, request_id: str) -> deletions.DeletionStatus:
@@ -89,7 +90,7 @@ def test_a_failed_request_is_not_reused(store: AuditStore) -> None:
 
 def test_open_requests_in_bulk_keeps_order_and_folds_repeats(store: AuditStore) -> None:
     earlier = _open(store, BOB)
-    opened = deletions.open_requests(
+    opened = opening.open_requests(
         store, [ALICE, BOB, ALICE, "c" * 64], reason="erasure", manner="bulk", mode="delete"
     )
     assert [o.created for o in opened] == [True, False, False, True]
@@ -254,7 +255,7 @@ def test_a_404_from_customerio_counts_as_done(store: AuditStore, mode: str) -> N
         tombstones=SimpleNamespace(add=added.append),
         limiter=SimpleNamespace(acquire=lambda: 0.0, pause_fleet=lambda s: None),
     )  # fmt: skip
-    opened = deletions.open_request(store, ALICE, reason="erasure", manner="api", mode=mode)
+    opened = opening.open_request(store, ALICE, reason="erasure", manner="api", mode=mode)
     job = Job(job_id=opened.job_id, kind="delete", person_id="gone-person", person_hash=ALICE,
               request_id=opened.request_id)  # fmt: skip
     assert delivery.erase(rt, job, "sealed", attempt=1) == "completed"  # type: ignore[arg-type]

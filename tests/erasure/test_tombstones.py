@@ -11,7 +11,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from cioguard.audit.store import AuditStore
-from cioguard.erasure import requests as deletions
+from cioguard.erasure import opening
 from cioguard.erasure.tombstones import SET_KEY, Tombstones
 
 ERASED, OTHER = "e" * 64, "0" * 64
@@ -28,7 +28,7 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
 def store(tmp_path: Path) -> AuditStore:
     s = AuditStore.from_url(f"sqlite:///{tmp_path / 'audit.db'}")
     s.migrate()
-    deletions.open_request(s, ERASED, reason="erasure", manner="api", mode="suppress")
+    opening.open_request(s, ERASED, reason="erasure", manner="api", mode="suppress")
     return s
 
 
@@ -38,7 +38,7 @@ def test_a_request_opened_after_the_cache_was_warmed_is_still_seen(
     stones = Tombstones(client, store)
     assert stones.reload() == 1
     late = "1" * 64
-    deletions.open_request(store, late, reason="erasure", manner="api", mode="suppress")
+    opening.open_request(store, late, reason="erasure", manner="api", mode="suppress")
     assert stones.is_erased(late)
     assert client.sismember(SET_KEY, late)  # cached once found
 

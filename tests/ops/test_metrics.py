@@ -17,7 +17,7 @@ from sqlalchemy import update
 
 from cioguard.audit.schema import deletion_requests
 from cioguard.audit.store import AuditStore, utcnow
-from cioguard.erasure import requests as deletions
+from cioguard.erasure import opening
 from cioguard.ops import metrics
 from cioguard.sandbox.devstack import free_port
 
@@ -39,7 +39,7 @@ def gauges(collector: metrics.DeletionCollector) -> dict[tuple[str, tuple[str, .
 
 
 def open_request(store: AuditStore, n: int) -> str:
-    opened = deletions.open_request(
+    opened = opening.open_request(
         store, f"{n:064x}", reason="erasure", manner="api", mode="suppress"
     )
     return opened.request_id

@@ -16,13 +16,8 @@ import httpx
 import pytest
 from customerio import CustomerIO, CustomerIOException
 
-from cioguard.sandbox.server import (
-    _FAULT_FLAGS,
-    SandboxServer,
-    SandboxStartError,
-    basic_credentials,
-    match_route,
-)
+from cioguard.sandbox.client import FAULT_FLAGS, SandboxServer, SandboxStartError
+from cioguard.sandbox.routes import basic_credentials, match_route
 from cioguard.sandbox.state import FaultConfig, TokenBucket
 
 SITE, KEY = "site-test", "key-test"
@@ -386,7 +381,7 @@ def test_official_package_against_sandbox(sandbox: SandboxServer) -> None:
 
 
 def test_every_fault_setting_has_a_cli_flag() -> None:
-    assert set(_FAULT_FLAGS) == {spec.name for spec in dataclasses.fields(FaultConfig)}
+    assert set(FAULT_FLAGS) == {spec.name for spec in dataclasses.fields(FaultConfig)}
 
 
 def test_nan_is_not_json(http: httpx.Client) -> None:

@@ -28,7 +28,7 @@ from cioguard.audit.store import AuditEntry, AuditStore
 from cioguard.broker.envelope import Envelope, new_key
 from cioguard.config import Settings
 from cioguard.delivery import deadletters
-from cioguard.erasure import requests as deletions
+from cioguard.erasure import opening
 from cioguard.erasure.tombstones import Tombstones
 from cioguard.errors import ConfigurationError
 from cioguard.ops.logs import JsonFormatter
@@ -112,7 +112,7 @@ def seen() -> list[dict[str, Any]]:
 
 
 def erase(rt: WebhookRuntimeStub, person_id: str) -> None:
-    deletions.open_request(
+    opening.open_request(
         rt.audit, rt.person_hash(person_id), reason="erasure", manner="api", mode="suppress"
     )
 

@@ -25,8 +25,8 @@ from sqlalchemy import func, select
 from cioguard.audit.schema import audit_log
 from cioguard.audit.store import AuditStore
 from cioguard.broker.envelope import new_key
+from cioguard.sandbox.client import SandboxServer
 from cioguard.sandbox.devstack import RedisServer, WorkerProcess, redis_answers
-from cioguard.sandbox.server import SandboxServer
 
 console = Console()
 PLANS = ["free", "starter", "pro", "enterprise"]

@@ -39,7 +39,8 @@ class Tombstones:
         self._store = store
 
     def add(self, *person_hashes: str) -> None:
-        """Cache tombstones (their table rows already exist: :func:`gdpr.open_request`)."""
+        """Cache tombstones (their table rows already exist:
+        :func:`cioguard.erasure.opening.open_request`)."""
         if not person_hashes:
             return
         try:

@@ -22,6 +22,7 @@ from cioguard.broker.celeryconf import DELIVER_TASK, ERASE_TASK, PUBLISH_RETRY_P
 from cioguard.broker.envelope import Envelope
 from cioguard.broker.jobs import SEALED_REPR, Job, new_job_id
 from cioguard.config import Settings, get_settings
+from cioguard.erasure import opening
 from cioguard.erasure import requests as deletions
 from cioguard.erasure.tombstones import Tombstones
 from cioguard.errors import BrokerUnavailableError
@@ -88,7 +89,7 @@ class Producer:
         why = validate.reason(reason)
         how = validate.manner(manner)
         hashed = person_hash(self.hash_key, pid)
-        opened = deletions.open_request(
+        opened = opening.open_request(
             self.audit, hashed, reason=why, manner=how, mode=self.settings.deletion_mode
         )
         self._mark_erased(hashed)

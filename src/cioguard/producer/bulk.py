@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from cioguard.broker.celeryconf import ERASE_TASK
 from cioguard.broker.jobs import Job
+from cioguard.erasure import opening
 from cioguard.erasure import requests as deletions
 from cioguard.errors import InvalidInputError, InvalidTypeError
 from cioguard.privacy.hashing import person_hash
@@ -106,7 +107,7 @@ def submit(
     for start in range(0, len(ids), chunk):
         batch = ids[start : start + chunk]
         hashes = [person_hash(producer.hash_key, pid) for pid in batch]
-        opened = deletions.open_requests(
+        opened = opening.open_requests(
             producer.audit, hashes, reason=why, manner=manner,
             mode=producer.settings.deletion_mode,
         )  # fmt: skip
@@ -123,7 +124,7 @@ def _count_and_send(
     seen: set[str],
     pid: str,
     hashed: str,
-    request: deletions.OpenedRequest,
+    request: opening.OpenedRequest,
 ) -> None:
     if hashed in seen:
         result.repeated_in_file += 1
