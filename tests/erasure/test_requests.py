@@ -252,7 +252,10 @@ def test_a_404_from_customerio_counts_as_done(store: AuditStore, mode: str) -> N
     added: list[str] = []
     rt = SimpleNamespace(
         audit=store, client=client, policy_version="p1",
-        tombstones=SimpleNamespace(add=added.append),
+        tombstones=SimpleNamespace(
+            add=added.append,
+            gates=lambda ids, hashes: ({i for i in ids if store.has_final(i)}, set()),
+        ),
         limiter=SimpleNamespace(acquire=lambda: 0.0, pause_fleet=lambda s: None),
     )  # fmt: skip
     opened = opening.open_request(store, ALICE, reason="erasure", manner="api", mode=mode)
