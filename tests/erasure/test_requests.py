@@ -17,6 +17,7 @@ from cioguard.audit.store import AuditStore
 from cioguard.broker.jobs import Job
 from cioguard.delivery import pipeline as delivery
 from cioguard.delivery.customerio import TrackClient
+from cioguard.delivery.track_api import TrackApi
 from cioguard.erasure import opening
 from cioguard.erasure import requests as deletions
 from cioguard.errors import AuditUnavailableError, InvalidInputError
@@ -251,7 +252,7 @@ def test_a_404_from_customerio_counts_as_done(store: AuditStore, mode: str) -> N
     client._cio.http.mount("https://", answer)
     added: list[str] = []
     rt = SimpleNamespace(
-        audit=store, client=client, policy_version="p1",
+        audit=store, client=client, destination=TrackApi(client), policy_version="p1",
         tombstones=SimpleNamespace(
             add=added.append,
             gates=lambda ids, hashes: ({i for i in ids if store.has_final(i)}, set()),

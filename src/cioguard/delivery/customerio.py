@@ -20,7 +20,6 @@ import email.utils
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,6 +29,7 @@ from requests.adapters import HTTPAdapter
 
 from cioguard.config import Settings
 from cioguard.delivery.credentials import Credentials
+from cioguard.delivery.destination import BatchResult
 from cioguard.errors import CredentialsError, PermanentError, RetryableError
 from cioguard.ops import metrics
 
@@ -52,14 +52,6 @@ BATCH_ENVELOPE_BYTES = len(b'{"batch":[]}')
 def batch_body(operations: Sequence[bytes]) -> bytes:
     """``{"batch":[...]}`` around already serialized operations (size: envelope + ops + commas)."""
     return b'{"batch":[' + b",".join(operations) + b"]}"
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """The answer to a v2 batch: ``failed`` maps a batch index to Customer.io's reason."""
-
-    status: int
-    failed: dict[int, str] = field(default_factory=dict)
 
 
 class _QuietCustomerIO(CustomerIO):  # type: ignore[misc]

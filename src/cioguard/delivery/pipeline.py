@@ -24,9 +24,8 @@ from functools import partial
 from typing import Any, TypeVar
 
 from cioguard.broker.jobs import Job
-from cioguard.delivery import operations, settle
-from cioguard.delivery.customerio import BATCH_ENVELOPE_BYTES, batch_body
-from cioguard.delivery.operations import Operation, Route
+from cioguard.delivery import settle
+from cioguard.delivery.destination import BATCH, Operation, Route
 from cioguard.delivery.retrying import call_with_fast_retries
 from cioguard.delivery.runtime import Runtime
 from cioguard.delivery.settle import (
@@ -70,7 +69,7 @@ class Planned:
 
     @property
     def batchable(self) -> bool:
-        return all(r == "batch" for r in self.routes)
+        return all(r == BATCH for r in self.routes)
 
 
 def run(rt: Runtime, items: Sequence[Item], *, batching: bool) -> list[ItemResult]:
@@ -91,7 +90,7 @@ def run(rt: Runtime, items: Sequence[Item], *, batching: bool) -> list[ItemResul
             planned.append(result)
         else:
             results.append(result)
-    for chunk in _chunked([p for p in planned if p.batchable]):
+    for chunk in _chunked(rt, [p for p in planned if p.batchable]):
         results.extend(_send_chunk(rt, chunk))
     for alone in (p for p in planned if not p.batchable):
         results.append(_guarded(rt, alone.item, partial(_send_alone, rt, alone)))
@@ -178,8 +177,8 @@ def _plan(
             return ItemResult(
                 item, outcome=settle.finish(rt, job, "dropped", item.attempt, detail=detail)
             )
-    ops = operations.build(job, lambda j: _clean(rt, j), modes.get(job.job_id, ""))
-    return Planned(item, ops, [operations.route(op, batching=batching) for op in ops])
+    ops = rt.destination.operations(job, partial(_clean, rt), modes.get(job.job_id, ""))
+    return Planned(item, ops, [rt.destination.route(op, batching=batching) for op in ops])
 
 
 def _clean(rt: Runtime, job: Job) -> dict[str, Any]:
@@ -189,15 +188,16 @@ def _clean(rt: Runtime, job: Job) -> dict[str, Any]:
     return rt.sanitizer.apply(job.data or {}, rehash=False, enforce_limits=False)
 
 
-def _chunked(planned: Sequence[Planned]) -> Iterator[list[Planned]]:
-    """Group items so each batch body, as sent, stays within Customer.io's 500 KB."""
+def _chunked(rt: Runtime, planned: Sequence[Planned]) -> Iterator[list[Planned]]:
+    """Group items so each batch body, as sent, stays within the destination's limit."""
+    dest = rt.destination
     chunk: list[Planned] = []
-    used = BATCH_ENVELOPE_BYTES - 1  # n operations need n - 1 commas
+    used = dest.batch_envelope_bytes - 1  # n operations need n - 1 commas
     for entry in planned:
-        size = sum(len(op.v2) + 1 for op in entry.ops)
-        if chunk and used + size > operations.V2_BATCH_MAX_BYTES:
+        size = sum(len(op.body) + 1 for op in entry.ops)
+        if chunk and used + size > dest.batch_max_bytes:
             yield chunk
-            chunk, used = [], BATCH_ENVELOPE_BYTES - 1
+            chunk, used = [], dest.batch_envelope_bytes - 1
         chunk.append(entry)
         used += size
     if chunk:
@@ -205,15 +205,15 @@ def _chunked(planned: Sequence[Planned]) -> Iterator[list[Planned]]:
 
 
 def _send_chunk(rt: Runtime, chunk: list[Planned]) -> list[ItemResult]:
-    body = batch_body([op.v2 for p in chunk for op in p.ops])
+    body = rt.destination.batch_body([op.body for p in chunk for op in p.ops])
     owners = [(p, op) for p in chunk for op in p.ops]
     try:
-        answer = send(rt, lambda: limited(rt, lambda: rt.client.post_batch(body)))
+        answer = send(rt, lambda: limited(rt, lambda: rt.destination.post_batch(body)))
     except RetryableError as exc:
         return [ItemResult(p.item, retry=exc) for p in chunk]
     except PermanentError:
         log.warning("batch refused as a whole; sending each item on its own")
-        return [_guarded(rt, p.item, partial(_send_alone, rt, _unbatched(p))) for p in chunk]
+        return [_guarded(rt, p.item, partial(_send_alone, rt, _unbatched(rt, p))) for p in chunk]
     refused: dict[int, dict[str, str]] = {}
     for index, reason in answer.failed.items():
         if 0 <= index < len(owners):
@@ -222,8 +222,8 @@ def _send_chunk(rt: Runtime, chunk: list[Planned]) -> list[ItemResult]:
     return _settle_sent(rt, chunk, answer.status, refused)
 
 
-def _unbatched(planned: Planned) -> Planned:
-    routes = [operations.route(op, batching=False) for op in planned.ops]
+def _unbatched(rt: Runtime, planned: Planned) -> Planned:
+    routes = [rt.destination.route(op, batching=False) for op in planned.ops]
     return Planned(planned.item, planned.ops, routes)
 
 
@@ -242,14 +242,10 @@ def _send_alone(rt: Runtime, planned: Planned) -> ItemResult:
 
 
 def _call(rt: Runtime, planned: Planned, op: Operation, way: Route) -> int:
-    client, job = rt.client, planned.item.job
-    if way == "v1":
-        assert op.v1 is not None
-        url = client.v1_url(job.person_id, op.v1.suffix)
-        return client.send(op.action, op.v1.method, url, op.v1.body).status_code
-    if way == "entity":
-        return client.post_entity(f"{op.action} (v2)", op.v2)
-    answer = client.post_batch(batch_body([op.v2]))
+    dest, job = rt.destination, planned.item.job
+    if way != BATCH:
+        return dest.post_single(job, op, way)
+    answer = dest.post_batch(dest.batch_body([op.body]))
     if answer.failed:
         raise OperationRejectedError(
             f"Customer.io refused the {job.kind} operation ({_code(answer.failed[0])})", status=207
