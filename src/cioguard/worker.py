@@ -66,10 +66,24 @@ def _on_pool_process_init(**_: Any) -> None:
     init_process(settings, role="worker-process")
 
 
+_relay: list[Any] = []
+
+
 @signals.worker_ready.connect
 def _on_worker_ready(**_: Any) -> None:
+    from cioguard.delivery.relay import OutboxRelay
+
     if settings.metrics_port:
         metrics.start_server(settings.metrics_port, settings.audit_url)
+    relay = OutboxRelay(app, settings)
+    relay.start()
+    _relay.append(relay)
+
+
+@signals.worker_shutdown.connect
+def _on_worker_shutdown(**_: Any) -> None:
+    for relay in _relay:
+        relay.stop()
 
 
 @signals.worker_process_shutdown.connect

@@ -35,6 +35,7 @@ from cioguard.delivery.settle import (
     ItemResult,
     erased_detail,
 )
+from cioguard.erasure import opening
 from cioguard.erasure import requests as deletions
 from cioguard.errors import (
     AuditUnavailableError,
@@ -138,7 +139,7 @@ def _start_erasures(
     """
     settled: list[ItemResult] = []
     modes: dict[str, str] = {}
-    current = deletions.statuses(rt.audit, [i.job.request_id or "" for i in deletes])
+    current = _requests_of(rt, deletes)
     starting: list[deletions.Transition] = []
     for item in deletes:
         job = item.job
@@ -157,6 +158,26 @@ def _start_erasures(
         rt.tombstones.add(*erasing)
     deletions.transition_many(rt.audit, starting)
     return settled, modes
+
+
+def _requests_of(rt: Runtime, deletes: Sequence[Item]) -> dict[str, deletions.DeletionStatus]:
+    """The requests of a buffer's erase jobs; one this store does not know is recorded from its
+    job (never taken for a duplicate: the application may use another store)."""
+    ids = [i.job.request_id or "" for i in deletes]
+    current = deletions.statuses(rt.audit, ids)
+    unknown = [i for i in deletes if i.job.request_id and i.job.request_id not in current]
+    for item in unknown:
+        job = item.job
+        assert job.request_id is not None
+        opening.record_from_job(
+            rt.audit, request_id=job.request_id, job_id=job.job_id,
+            person_hash=job.person_hash, erasure=job.erasure,
+            default_mode=rt.settings.deletion_mode,
+        )  # fmt: skip
+        log.warning("erasure request recorded from its job", extra={"job_id": job.job_id})
+    if unknown:
+        current = deletions.statuses(rt.audit, ids)
+    return current
 
 
 def _plan(

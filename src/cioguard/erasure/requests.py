@@ -172,6 +172,8 @@ def _state_values(change: Transition, now: datetime) -> dict[str, object]:
         values["attempts"] = change.attempts
     if change.state == "completed":
         values["completed_at"] = now
+    if change.state in ("completed", "failed"):
+        values["sealed_job"] = None  # the outbox copy goes (a failed job lives on as a dead letter)
     return values
 
 

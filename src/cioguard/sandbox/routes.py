@@ -228,7 +228,9 @@ class ControlApi:
         return JSONResponse({})
 
     async def person(self, request: Request) -> Response:
-        attributes = self.state.people.get(request.path_params["person_id"])
+        # ?id= as well as the path: ids such as "." or ".." cannot travel in a path
+        person_id = request.query_params.get("id") or request.path_params.get("person_id", "")
+        attributes = self.state.people.get(person_id)
         if attributes is None:
             return JSONResponse({"error": "no such person"}, 404)
         return JSONResponse(attributes)
@@ -281,6 +283,7 @@ def build_app(state: SandboxState) -> Starlette:
         Route("/_sandbox/credentials", control.set_credentials, methods=["POST"]),
         Route("/_sandbox/reset", control.reset, methods=["POST"]),
         Route("/_sandbox/people/{person_id:path}", control.person, methods=["GET"]),
+        Route("/_sandbox/person", control.person, methods=["GET"]),
         Route("/_sandbox/events", control.events, methods=["GET"]),
         Route("/_sandbox/requests", control.requests, methods=["GET"]),
         Route("/_sandbox/event-ids", control.event_ids, methods=["GET"]),
