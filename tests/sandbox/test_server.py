@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 from customerio import CustomerIO, CustomerIOException
-
 from ulid import ULID
 
 from cioguard.sandbox.client import FAULT_FLAGS, SandboxServer, SandboxStartError

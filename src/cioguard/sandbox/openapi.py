@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 from email_validator import EmailNotValidError, validate_email
@@ -98,7 +98,8 @@ def _format_checker() -> jsonschema.FormatChecker:
         return True
 
     def is_unix_seconds(value: object) -> bool:
-        if isinstance(value, int) and not isinstance(value, bool):
+        # JSON Schema counts 1.7e9 as an integer; the range applies to it too.
+        if isinstance(value, int | float) and not isinstance(value, bool):
             return 0 <= value < UNIX_SECONDS_MAX
         return True
 
@@ -137,7 +138,7 @@ def _field(error: ValidationError) -> str:
 
 def _issue(error: ValidationError) -> Issue:
     """Translate a ``jsonschema`` error without its message (which quotes the instance)."""
-    keyword, rule = str(error.validator), error.validator_value
+    keyword, rule = str(error.validator), cast(Any, error.validator_value)
     field = _field(error)
     where = field or "the body"
     if keyword == "format":
@@ -146,7 +147,7 @@ def _issue(error: ValidationError) -> Issue:
             return Issue(code, field, f"{where} must be a Unix timestamp in whole seconds")
         return Issue(code, field, f"{where} is not a valid {rule}")
     if keyword == "required" and isinstance(error.instance, dict):
-        missing = [str(name) for name in list(rule) if name not in error.instance]
+        missing = [str(name) for name in rule if name not in error.instance]
         return Issue("schema.required", field, f"{where} lacks {', '.join(missing)}")
     if keyword == "type":
         return Issue("schema.type", field, f"{where} must be of type {rule}")
