@@ -428,3 +428,81 @@ def test_fault_config_names_the_bad_field() -> None:
         FaultConfig(fail_429_ratio=1.5)
     with pytest.raises(ValueError, match="unknown fault setting: latency"):
         FaultConfig().updated({"latency": 5})
+
+
+# -- spec validation over HTTP -----------------------------------------------------------------
+
+
+def test_entity_applies_one_operation(sandbox: SandboxServer, http: httpx.Client) -> None:
+    response = http.post("/api/v2/entity", json=op("p1", "identify", attributes={"plan": "pro"}))
+    assert (response.status_code, response.json()) == (200, {})
+    assert sandbox.control.person("p1") == {"plan": "pro"}
+    assert sandbox.control.stats()["spec_violations"] == 0
+
+
+def test_entity_violation_is_400_with_v2_errors(sandbox: SandboxServer, http: httpx.Client) -> None:
+    response = http.post("/api/v2/entity", json=op("p1", "event", name="e", id="not-a-ulid"))
+    assert response.status_code == 400
+    assert response.json() == {
+        "errors": [{"field": "id", "reason": "format.ulid", "message": "id is not a valid ULID"}]
+    }
+    assert sandbox.control.events() == []
+
+
+def test_violations_are_counted_by_code_and_logged_without_payload(
+    sandbox: SandboxServer, http: httpx.Client
+) -> None:
+    event(http, "p1", "purchase", timestamp=1_700_000_000_000)
+    batch(http, [op("p1", "identify", attributes={"a": 1}), op("p2", "event", name="e", id="x")])
+    http.put("/api/v1/customers/p3", content=b'{"a": 1}')  # no Content-Type
+    stats = sandbox.control.stats()
+    assert stats["spec_violations_by_code"] == {
+        "format.unix_seconds": 1,
+        "format.ulid": 1,
+        "body.content_type": 1,
+    }
+    assert stats["spec_violations"] == 3
+    logged = [r["violations"] for r in sandbox.control.requests()]
+    assert logged == [["format.unix_seconds"], ["format.ulid"], ["body.content_type"]]
+    assert sandbox.control.person("p1") == {"a": 1}
+
+
+def test_batch_207_reason_is_the_violation_code(sandbox: SandboxServer, http: httpx.Client) -> None:
+    response = batch(http, [op("p1", "delete"), op("p2", "event", name="e", timestamp=None)])
+    assert response.status_code == 207
+    assert response.json()["errors"] == [
+        {
+            "batch_index": 1,
+            "field": "timestamp",
+            "reason": "schema.type",
+            "message": "timestamp must be of type integer",
+        }
+    ]
+
+
+def test_violations_count_even_when_a_fault_answers_first(
+    sandbox: SandboxServer, http: httpx.Client
+) -> None:
+    sandbox.control.configure(fail_5xx_ratio=1.0)
+    assert event(http, "p1", "purchase", id="bad").status_code in (500, 502, 503)
+    assert sandbox.control.stats()["spec_violations_by_code"] == {"format.ulid": 1}
+
+
+def test_wrong_credentials_are_401_but_no_violation(
+    sandbox: SandboxServer, http: httpx.Client
+) -> None:
+    with sandbox.client(auth=(SITE, "wrong")) as wrong:
+        assert identify(wrong, "p1", a=1).status_code == 401
+    with httpx.Client(base_url=sandbox.url, verify=sandbox.ssl_context()) as anonymous:
+        assert identify(anonymous, "p1", a=1).status_code == 401
+    stats = sandbox.control.stats()
+    assert stats["unauthorized"] == 2
+    assert stats["spec_violations_by_code"] == {"auth.missing": 1}
+
+
+def test_v1_violation_answers_meta_errors(http: httpx.Client) -> None:
+    response = identify(http, "p1", email="not-an-email")
+    assert (response.status_code, response.json()) == (
+        400,
+        {"meta": {"errors": ["email is not a valid email"]}},
+    )
