@@ -44,7 +44,9 @@ ENTITY_MAX_BYTES = 32_000
 
 @dataclass(frozen=True)
 class Violation:
-    """Why one operation was refused; mirrors a v2 batch error. Never carries the data itself."""
+    """Why a request or one operation was refused; mirrors a v2 batch error. ``reason`` is a
+    spec violation code (:data:`cioguard.sandbox.conformance.CODES`) or ``rejected`` (the
+    poisoned-person fault). Never carries the data itself."""
 
     field: str
     reason: str
