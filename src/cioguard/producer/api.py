@@ -66,7 +66,8 @@ class Producer:
 
     def identify(self, person_id: str, attributes: Mapping[str, Any]) -> str:
         pid = validate.person_id(person_id)
-        clean = self.sanitizer.apply(validate.attributes(attributes))
+        stamped = validate.timestamp_attributes(attributes)
+        clean = self.sanitizer.apply(validate.attributes(stamped))
         return self._enqueue(self._job("identify", pid, attributes=clean), DELIVER_TASK)
 
     def track(
@@ -195,7 +196,11 @@ def track(
     *,
     timestamp: int | datetime | None = None,
 ) -> str:
-    """Enqueue an event for a person. Returns the job id (also the event's dedupe id)."""
+    """Enqueue an event for a person. Returns the job id (also the event's dedupe id).
+
+    ``timestamp`` is whole Unix seconds or a datetime; without one the event is dated now, at the
+    call, not when it reaches Customer.io.
+    """
     return get_producer().track(person_id, name, data, timestamp=timestamp)
 
 
