@@ -100,4 +100,6 @@ dead_letters = Table(
     Column("http_status", Integer),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("replayed_at", DateTime(timezone=True)),
+    # set when the person's erasure completed: the payload is destroyed, the metadata kept
+    Column("erased_at", DateTime(timezone=True)),
 )

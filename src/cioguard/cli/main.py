@@ -80,8 +80,12 @@ def dead_letters_replay(
 
     if not job_id and not all_:
         raise fail("give a job id or --all")
-    count = guarded(lambda: replay(job_id=job_id))
-    console.print(f"replayed {count} job(s)")
+    report = guarded(lambda: replay(job_id=job_id))
+    console.print(f"replayed {len(report.replayed)} job(s)")
+    for old, reason in report.skipped:
+        err.print(f"skipped {old}: {reason}", highlight=False)
+    if report.skipped:
+        raise typer.Exit(1)
 
 
 @keys_app.command("new")

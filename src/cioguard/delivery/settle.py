@@ -91,7 +91,13 @@ def finish_many(rt: Runtime, items: Sequence[Item], status: int) -> list[ItemRes
 def complete_erasures(
     rt: Runtime, items: Sequence[Item], status: int, details: dict[str, str] | None = None
 ) -> list[ItemResult]:
-    """Close accepted erasure requests in one transaction (one by one if that fails)."""
+    """Close accepted erasure requests in one transaction (one by one if that fails).
+
+    Their people's dead letters lose their payloads first (a separate, repeatable step), so a
+    request never reads completed while a dead letter still holds the person's data.
+    """
+    with rt.audit.transaction() as conn:
+        deadletters.erase_payloads(conn, rt.audit, [i.job.person_hash for i in items])
     details = details or {}
     changes = [_completed(i, status, details.get(i.job.job_id)) for i in items]
     moved = deletions.apply_transitions(rt.audit, changes)
