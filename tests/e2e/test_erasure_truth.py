@@ -9,15 +9,20 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from cioguard.audit.store import AuditStore
+from cioguard.broker.jobs import Job, new_job_id
+from cioguard.delivery import pipeline
+from cioguard.delivery.runtime import build_runtime
+from cioguard.delivery.settle import Item
 from cioguard.erasure import outbox
 from cioguard.erasure import requests as deletions
-from cioguard.errors import BrokerUnavailableError
+from cioguard.errors import BrokerUnavailableError, RetryableError
 from cioguard.producer.api import Producer
 from cioguard.sandbox.client import SandboxServer
 from cioguard.sandbox.devstack import RedisServer, WorkerProcess
@@ -166,3 +171,61 @@ def test_two_copies_of_one_erase_job_leave_the_request_completed(
     assert outcomes.count("completed") == 1
     assert outcomes[-1] == "completed", outcomes
     assert cio.control.person("twice") is None
+
+
+def test_delete_mode_is_not_undone_by_an_identify_in_flight(
+    env: dict[str, str], producer: Producer, cio: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real pipeline steps, interleaved by hand: an identify passes its erasure check and is
+    slow at Customer.io; the person's erasure (mode ``delete``) is recorded and its job runs
+    meanwhile. The delete waits for the identify's answer instead of running before it."""
+    for name in ("CUSTOMERIO_SITE_ID", "CUSTOMERIO_TRACK_API_KEY"):  # the "env" secret source
+        monkeypatch.setenv(name, env[name])
+    settings = settings_from({**env, "CIOGUARD_DELETION_MODE": "delete"})
+    rt = build_runtime(settings)
+    person = "in-flight-person"
+    job = Job(
+        job_id=new_job_id(), kind="identify", person_id=person,
+        person_hash=rt.person_hash(person), attributes={"plan": "pro"},
+    )  # fmt: skip
+    cio.control.configure(latency_ms=1500)
+    identify: list[object] = []
+    sender = threading.Thread(
+        target=lambda: identify.extend(
+            pipeline.run(rt, [Item(job, rt.envelope.seal(job.to_payload()), 1)], batching=False)
+        )
+    )
+    sender.start()
+    wait_until(lambda: _in_flight(cio) == 1, what="the identify in flight")
+
+    deleting = Producer(settings)
+    request_id = deleting.delete_person(person)
+    [queued] = outbox.waiting(deleting.audit, older_than_s=-3600)
+    erase_job = Job.from_payload(rt.envelope.open(queued.sealed))
+    [early] = pipeline.run(rt, [Item(erase_job, queued.sealed, 1)], batching=False)
+    assert isinstance(early.retry, RetryableError) and early.outcome is None
+    assert deleting.deletion_status(request_id).state != "completed"
+
+    sender.join()
+    assert [getattr(r, "outcome", None) for r in identify] == ["delivered"]
+    assert cio.control.person(person) == {"plan": "pro"}
+    cio.control.configure(latency_ms=0)
+    [later] = pipeline.run(rt, [Item(erase_job, queued.sealed, 2)], batching=False)
+    assert later.outcome == "completed"
+    assert cio.control.person(person) is None
+    again = Job(
+        job_id=new_job_id(), kind="identify", person_id=person,
+        person_hash=rt.person_hash(person), attributes={"plan": "pro"},
+    )  # fmt: skip
+    [dropped] = pipeline.run(
+        rt, [Item(again, rt.envelope.seal(again.to_payload()), 1)], batching=False
+    )
+    assert dropped.outcome == "dropped" and cio.control.person(person) is None
+    deleting.audit.dispose()
+    deleting.celery.close()
+    rt.audit.dispose()
+
+
+def _in_flight(cio: SandboxServer) -> int:
+    stats = cio.control.stats()
+    return int(stats["requests_total"]) - sum(stats["by_status"].values())

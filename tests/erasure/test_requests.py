@@ -258,6 +258,9 @@ def test_a_404_from_customerio_counts_as_done(store: AuditStore, mode: str) -> N
             gates=lambda ids, hashes: ({i for i in ids if store.has_final(i)}, set()),
         ),
         limiter=SimpleNamespace(acquire=lambda: 0.0, pause_fleet=lambda s: None),
+        leases=SimpleNamespace(
+            take=lambda held: None, release=lambda held: None, busy=lambda hashes: {}
+        ),
     )  # fmt: skip
     opened = opening.open_request(store, ALICE, reason="erasure", manner="api", mode=mode)
     job = Job(job_id=opened.job_id, kind="delete", person_id="gone-person", person_hash=ALICE,

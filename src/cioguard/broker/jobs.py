@@ -23,9 +23,10 @@ def new_job_id() -> str:
     return str(ULID())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Job:
-    """One identify, track or delete for one person."""
+    """One identify, track or delete for one person. Its ``repr`` is :meth:`redacted`: a job
+    in a log line, a traceback or a debugger shows its kind and id, never its person or data."""
 
     job_id: str
     kind: Kind
@@ -58,6 +59,9 @@ class Job:
         if data.pop("v", None) != PAYLOAD_VERSION:
             raise ValueError("payload version is not supported by this worker")
         return cls(**data)
+
+    def __repr__(self) -> str:
+        return self.redacted()
 
     def redacted(self) -> str:
         """The form shown in Celery's argsrepr, Flower and logs."""

@@ -74,7 +74,24 @@ class Planned:
 
 
 def run(rt: Runtime, items: Sequence[Item], *, batching: bool) -> list[ItemResult]:
-    """Deliver identify/track/delete jobs; never raises for one item's sake."""
+    """Deliver identify/track/delete jobs; never raises for one item's sake.
+
+    Identify/track jobs hold a lease on their person from before their erasure check until
+    their outcome (:mod:`cioguard.erasure.leases`), so a ``delete``-mode erasure never runs
+    while one of them could still re-create the profile.
+    """
+    held = [(i.job.person_hash, i.job.job_id) for i in items if i.job.kind != "delete"]
+    try:
+        rt.leases.take(held)
+    except TRANSIENT as exc:
+        return [ItemResult(item, retry=exc) for item in items]
+    try:
+        return _run(rt, items, batching=batching)
+    finally:
+        rt.leases.release(held)
+
+
+def _run(rt: Runtime, items: Sequence[Item], *, batching: bool) -> list[ItemResult]:
     try:
         finals, erased = rt.tombstones.gates(
             [i.job.job_id for i in items], [i.job.person_hash for i in items]
@@ -156,8 +173,26 @@ def _start_erasures(
     erasing = [i.job.person_hash for i in deletes if i.job.job_id in modes]
     if erasing:
         rt.tombstones.add(*erasing)
-    deletions.transition_many(rt.audit, starting)
+    waiting = _leased(rt, [i for i in deletes if modes.get(i.job.job_id) == "delete"])
+    for item, wait_s in waiting:
+        del modes[item.job.job_id]
+        settled.append(
+            ItemResult(
+                item,
+                retry=RetryableError(
+                    "a delivery for this person is in flight; the delete waits for it",
+                    retry_after_s=max(1.0, wait_s),
+                ),
+            )
+        )
+    deletions.transition_many(rt.audit, [s for s in starting if s.job_id in modes])
     return settled, modes
+
+
+def _leased(rt: Runtime, deletes: Sequence[Item]) -> list[tuple[Item, float]]:
+    """The ``delete``-mode erasures whose person an in-flight identify/track still holds."""
+    busy = rt.leases.busy([i.job.person_hash for i in deletes])
+    return [(i, busy[i.job.person_hash]) for i in deletes if i.job.person_hash in busy]
 
 
 def _requests_of(rt: Runtime, deletes: Sequence[Item]) -> dict[str, deletions.DeletionStatus]:
