@@ -9,6 +9,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -229,3 +232,48 @@ def test_delete_mode_is_not_undone_by_an_identify_in_flight(
 def _in_flight(cio: SandboxServer) -> int:
     stats = cio.control.stats()
     return int(stats["requests_total"]) - sum(stats["by_status"].values())
+
+
+def _lift_cli(
+    env: dict[str, str], request_id: str, person: str
+) -> subprocess.CompletedProcess[str]:
+    child_env = {**os.environ, **env, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "cioguard", "deletions", "lift", request_id,
+         "--reason", "signed up again"],
+        input=person + "\n", env=child_env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_a_lifted_tombstone_lets_a_new_identify_through(
+    env: dict[str, str],
+    producer: Producer,
+    start_worker: Callable[..., WorkerProcess],
+    cio: SandboxServer,
+) -> None:
+    start_worker()
+    person = "comes-back"
+    producer.identify(person, {"plan": "pro"})
+    wait_until(lambda: cio.control.person(person) is not None, what="the identify")
+    request_id = producer.delete_person(person)
+    wait_until(_completed(producer, [request_id]), what="the erasure")
+    dropped = producer.identify(person, {"plan": "again"})
+    wait_until(lambda: producer.audit.final_row(dropped) is not None, what="the dropped identify")
+    assert (producer.audit.final_row(dropped) or {})["outcome"] == "dropped"
+
+    wrong = _lift_cli(env, request_id, "someone-else")
+    assert wrong.returncode == 1 and "not the person" in wrong.stderr
+    assert "someone-else" not in wrong.stderr + wrong.stdout
+    lifted = _lift_cli(env, request_id, person)
+    assert lifted.returncode == 0, lifted.stderr
+    assert person not in lifted.stdout + lifted.stderr
+    trail = [r for r in producer.audit.rows() if r["request_id"] == request_id]
+    assert trail[-1]["outcome"] == "lifted" and "signed up again" in trail[-1]["detail"]
+    assert producer.deletion_status(request_id).state == "completed"  # it did happen
+
+    wait_until(lambda: cio.control.stats()["suppressed"] == 0, what="the unsuppress")
+    back = producer.identify(person, {"plan": "back"})
+    wait_until(lambda: producer.audit.final_row(back) is not None, what="the new identify")
+    assert (producer.audit.final_row(back) or {})["outcome"] == "delivered"
+    assert cio.control.person(person) == {"plan": "back"}
+    assert producer.delete_person(person) != request_id  # a later erasure is a new request

@@ -79,6 +79,8 @@ deletion_requests = Table(
     # handed to the broker (None: never, the publish failed) -- see cioguard.erasure.outbox
     Column("sealed_job", Text),
     Column("published_at", DateTime(timezone=True)),
+    # set when the tombstone was lifted (the person came back): a later erasure is a new request
+    Column("lifted_at", DateTime(timezone=True)),
 )
 
 tombstones = Table(

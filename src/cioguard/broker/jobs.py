@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from ulid import ULID
 
-Kind = Literal["identify", "track", "delete"]
+Kind = Literal["identify", "track", "delete", "unsuppress"]
 PAYLOAD_VERSION = 1
 SEALED_REPR = "('<sealed>',)"  # what Celery events, logs and Flower show as the args
 

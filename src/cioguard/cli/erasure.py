@@ -322,3 +322,33 @@ def _waiting_line() -> int:
             "`cioguard deletions requeue --stale` does it now"
         )
     return len(waiting)
+
+
+@deletions_app.command("lift")
+def deletions_lift(
+    request_id: str,
+    reason: str = typer.Option(..., help="why the person is back (kept in the trail; no PII)"),
+) -> None:
+    """Lift a completed erasure's tombstone when the person legitimately comes back.
+
+    The person id is read from standard input (never from the command line, which shell
+    history and process lists keep) and must be the request's person.
+    """
+    from cioguard.cli._common import guarded
+
+    person_id = sys.stdin.readline().rstrip("\n")
+    guarded(lambda: _lift(request_id, person_id, reason))
+    console.print(f"{request_id}: tombstone lifted; identify and track are sent again")
+
+
+def _lift(request_id: str, person_id: str, reason: str) -> None:
+    from cioguard.cli._common import fail
+    from cioguard.errors import InvalidInputError
+    from cioguard.producer.api import get_producer
+
+    try:
+        get_producer().lift_erasure(request_id, person_id, reason=reason)
+    except LookupError:
+        raise fail(f"no deletion request with id {request_id}", 1) from None
+    except InvalidInputError as exc:
+        raise fail(str(exc), 1) from None

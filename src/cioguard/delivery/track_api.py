@@ -93,6 +93,8 @@ class TrackApi:
             return [_event(job, clean(job), who, v1_ok)]
         if job.kind == "delete":
             return [_erase_op(who, action, v1_ok) for action in ERASE_ACTIONS[erase_mode]]
+        if job.kind == "unsuppress":  # a lifted tombstone (cioguard.erasure.lift)
+            return [_erase_op(who, "unsuppress", v1_ok)]
         raise ValueError(f"job kind {job.kind!r} is not delivered by the pipeline")
 
     def route(self, op: Operation, *, batching: bool) -> Route:

@@ -103,7 +103,7 @@ def open_requests(
                 results.append(_reused(seen[person_hash]))
                 continue
             existing = latest.get(person_hash)
-            if existing is not None and existing["state"] != "failed":
+            if existing is not None and _reusable(existing):
                 opened = OpenedRequest(
                     existing["request_id"], existing["job_id"], False, existing["state"],
                     existing["sealed_job"],
@@ -125,6 +125,11 @@ def open_requests(
         if new_rows:
             _insert_new(store, conn, new_rows, now, detail=f"{regime} {manner} {mode}")
     return results
+
+
+def _reusable(existing: RowMapping) -> bool:
+    """An open or completed request answers a repeat; a failed or lifted one does not."""
+    return existing["state"] != "failed" and existing["lifted_at"] is None
 
 
 def _reused(opened: OpenedRequest) -> OpenedRequest:

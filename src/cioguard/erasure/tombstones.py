@@ -48,6 +48,10 @@ class Tombstones:
         except redis.RedisError as exc:
             log.warning("tombstone cache unavailable", extra={"error_class": type(exc).__name__})
 
+    def remove(self, person_hash: str) -> None:
+        """Drop a lifted tombstone from the cache (raises ``redis.RedisError`` if it cannot)."""
+        self._redis.srem(SET_KEY, person_hash)
+
     def is_erased(self, person_hash: str) -> bool:
         """True if the person is under erasure. Store errors raise ``AuditUnavailableError``."""
         return bool(self.erased_among([person_hash]))

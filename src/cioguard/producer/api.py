@@ -23,7 +23,7 @@ from cioguard.broker.celeryconf import DELIVER_TASK, ERASE_TASK, PUBLISH_RETRY_P
 from cioguard.broker.envelope import Envelope
 from cioguard.broker.jobs import SEALED_REPR, Job, new_job_id
 from cioguard.config import Settings, get_settings
-from cioguard.erasure import opening, outbox
+from cioguard.erasure import lift, opening, outbox
 from cioguard.erasure import requests as deletions
 from cioguard.erasure.tombstones import Tombstones
 from cioguard.errors import AuditUnavailableError, BrokerUnavailableError
@@ -146,6 +146,27 @@ class Producer:
             ) from None
         with contextlib.suppress(AuditUnavailableError):  # at worst a second copy is published
             outbox.mark_published(self.audit, [opened.request_id])
+
+    def lift_erasure(self, request_id: str, person_id: str, *, reason: str) -> str:
+        """Lift a completed erasure's tombstone (the person came back); returns the request id.
+
+        ``person_id`` proves the caller knows whom the request erased (its keyed hash must
+        match). When the erasure suppressed the person, Customer.io's unsuppress is enqueued
+        too, so later identify/track calls are not ignored there.
+        """
+        pid = validate.person_id(person_id)
+        hashed = person_hash(self.hash_key, pid)
+        status = lift.lift(self.audit, request_id, person_hash=hashed, reason=reason)
+        try:
+            self.tombstones.remove(hashed)
+        except (redis.RedisError, OSError) as exc:
+            raise BrokerUnavailableError(
+                f"the lift is recorded, but the broker (CIOGUARD_BROKER_URL) did not answer "
+                f"({type(exc).__name__}) to clear the tombstone cache: run the lift again"
+            ) from None
+        if status.mode in ("suppress", "suppress_and_delete"):
+            self._enqueue(self._job("unsuppress", pid), DELIVER_TASK)
+        return request_id
 
     def deletion_status(self, request_id: str) -> deletions.DeletionStatus:
         if not isinstance(request_id, str) or not request_id:
