@@ -65,10 +65,8 @@ def worker(ctx: typer.Context) -> None:
     from cioguard.cli import passthrough
 
     args = passthrough.checked_worker_args(ctx.args)  # --help, bad flags: before any config
-    from cioguard.config import get_settings
     from cioguard.worker import app as celery_app  # exits with one line on a config error
 
-    celery_app.conf.worker_send_task_events = get_settings().task_events
     celery_app.worker_main(["worker", "--queues", "cioguard", "--loglevel", "INFO", *args])
 
 
