@@ -49,7 +49,8 @@ def test_version() -> None:
         (["worker", "--bogus"], "cioguard worker: No such option '--bogus'"),
         (["worker", "--concurrency", "lots"], "invalid value for -c / --concurrency: expected a"),
         (["sandbox", "--bogus"], "cioguard sandbox: unrecognized arguments: --bogus"),
-        (["sandbox", "--port", "x"], "cioguard sandbox: argument --port"),
+        (["sandbox", "--port", "lots"], "cioguard sandbox: argument --port: invalid int value"),
+        (["sandbox", "--region", "many"], "argument --region: invalid choice (choose from"),
     ],
 )  # fmt: skip
 def test_usage_errors_are_one_line_and_exit_2(args: list[str], says: str) -> None:

@@ -10,6 +10,7 @@ over unchanged.
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -55,6 +56,9 @@ def checked_worker_args(args: Sequence[str]) -> list[str]:
 
 class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
+        """One line; a bad value is named by its option, not quoted (argparse quotes it)."""
+        if message.startswith("argument "):
+            message = re.sub(r": '[^']*'", "", message, count=1)
         _usage_error(self.prog, message)
 
 
