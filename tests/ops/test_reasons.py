@@ -18,6 +18,7 @@ from cryptography.fernet import InvalidToken
 
 from cioguard.broker.envelope import EnvelopeError
 from cioguard.delivery.customerio import TrackClient
+from cioguard.delivery.pipeline import OperationRejectedError
 from cioguard.delivery.ratelimit import RateLimitedError
 from cioguard.errors import (
     AuditUnavailableError,
@@ -56,6 +57,8 @@ def test_http_status_decides(status: int, code: str) -> None:
         (EnvelopeError("x"), "unreadable_payload"),
         (InvalidToken(), "unreadable_payload"),
         (WebhookHandlerError(("m.h",), (ValueError("x"),)), "handler_failed"),
+        (OperationRejectedError("x", status=207), "operation_rejected"),
+        (PermanentError("x"), "operation_rejected"),
         (KeyError("x"), "internal_error"),
     ],
 )
