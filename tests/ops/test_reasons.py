@@ -17,9 +17,11 @@ import redis
 from cryptography.fernet import InvalidToken
 
 from cioguard.broker.envelope import EnvelopeError
+from cioguard.delivery.credentials import SecretSourceUnavailableError
 from cioguard.delivery.customerio import TrackClient
 from cioguard.delivery.pipeline import OperationRejectedError
-from cioguard.delivery.ratelimit import RateLimitedError
+from cioguard.delivery.ratelimit import RateLimitedError, RateLimiterUnavailableError
+from cioguard.erasure.leases import LeaseUnavailableError
 from cioguard.errors import (
     AuditUnavailableError,
     ConfigurationError,
@@ -59,6 +61,10 @@ def test_http_status_decides(status: int, code: str) -> None:
         (WebhookHandlerError(("m.h",), (ValueError("x"),)), "handler_failed"),
         (OperationRejectedError("x", status=207), "operation_rejected"),
         (PermanentError("x"), "operation_rejected"),
+        (RateLimiterUnavailableError("x"), "broker_unavailable"),
+        (LeaseUnavailableError("x"), "broker_unavailable"),
+        (SecretSourceUnavailableError("x"), "secret_source_unavailable"),
+        (RetryableError("a delivery for this person is in flight"), "transient"),
         (KeyError("x"), "internal_error"),
     ],
 )

@@ -50,8 +50,10 @@ REASONS = (
     "audit_unavailable",  # the audit store could not be read or written
     "broker_unavailable",  # Redis did not answer
     "configuration",  # a setting is missing or malformed
+    "secret_source_unavailable",  # the Customer.io credentials could not be read right now
     "unreadable_payload",  # no configured payload key opens the job
     "handler_failed",  # a webhook handler raised
+    "transient",  # another condition worth waiting out (error_class says which)
     "internal_error",  # anything else: a bug
 )
 """Every value :func:`reason_code` returns. Alert on them; the list only grows."""
@@ -60,6 +62,9 @@ REASONS = (
 # module stays importable by them. tests/ops/test_logs.py holds each name to its real class.
 _BY_CLASS_NAME = {
     "RateLimitedError": "throttled",
+    "RateLimiterUnavailableError": "broker_unavailable",
+    "LeaseUnavailableError": "broker_unavailable",
+    "SecretSourceUnavailableError": "secret_source_unavailable",
     "WebhookHandlerError": "handler_failed",
     "EnvelopeError": "unreadable_payload",
     "InvalidToken": "unreadable_payload",
@@ -103,8 +108,13 @@ def reason_code(exc: BaseException | None = None, status: int | None = None) -> 
         return "configuration"
     if isinstance(exc, TimeoutError):
         return "timeout"
-    if isinstance(exc, RetryableError):  # no HTTP answer (delivery/customerio.py's wording)
-        return "timeout" if "in time" in str(exc) else "unreachable"
+    if isinstance(exc, RetryableError):  # no HTTP answer: delivery/customerio.py's wording
+        text = str(exc)
+        if text.startswith("Customer.io did not answer"):
+            return "timeout"
+        if text.startswith("Customer.io unreachable"):
+            return "unreachable"
+        return "transient"
     return "internal_error"
 
 
