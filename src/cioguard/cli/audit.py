@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
+
+from cioguard.cli._common import console, err
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
     from cioguard.erasure.requests import DeletionStatus
 
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit trail.")
-console = Console()
-err = Console(stderr=True)
 _DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]
 
 

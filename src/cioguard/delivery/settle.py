@@ -18,6 +18,7 @@ from cioguard.delivery import deadletters
 from cioguard.delivery.runtime import Runtime
 from cioguard.erasure import requests as deletions
 from cioguard.ops import metrics
+from cioguard.ops.logs import reason_code
 
 log = logging.getLogger("cioguard.delivery")
 
@@ -134,7 +135,7 @@ def dead_letter(rt: Runtime, job: Job, sealed: str, exc: BaseException, attempt:
         error_class=type(exc).__name__, http_status=status, attempts=attempt,
         policy_version=rt.policy_version,
     )  # fmt: skip
-    report(job, "dead_lettered", status)
+    report(job, "dead_lettered", status, reason=reason_code(exc, status))
     return "dead_lettered"
 
 
@@ -148,14 +149,14 @@ def _entry(
     )  # fmt: skip
 
 
-def report(job: Job, outcome: str, status: int | None) -> None:
-    """Count and log a job's outcome (fixed fields only)."""
+def report(job: Job, outcome: str, status: int | None, *, reason: str | None = None) -> None:
+    """Count and log a job's outcome (fixed fields only; ``reason``: ops.logs.reason_code)."""
     metrics.job_finished(job.kind, outcome)
     log.info(
         "job %s",
         outcome,
         extra={
             "job_id": job.job_id, "kind": job.kind, "outcome": outcome,
-            "person_hash": job.person_hash[:16], "status": status,
+            "person_hash": job.person_hash[:16], "status": status, "reason": reason,
         },
     )  # fmt: skip
