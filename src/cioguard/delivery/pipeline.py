@@ -37,6 +37,7 @@ from cioguard.delivery.settle import (
 )
 from cioguard.erasure import opening
 from cioguard.erasure import requests as deletions
+from cioguard.erasure.leases import PersonInFlightError
 from cioguard.errors import (
     AuditUnavailableError,
     CredentialsError,
@@ -179,7 +180,7 @@ def _start_erasures(
         settled.append(
             ItemResult(
                 item,
-                retry=RetryableError(
+                retry=PersonInFlightError(
                     "a delivery for this person is in flight; the delete waits for it",
                     retry_after_s=max(1.0, wait_s),
                 ),

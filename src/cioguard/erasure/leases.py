@@ -29,6 +29,14 @@ PREFIX = "cioguard:lease:"
 class LeaseUnavailableError(RetryableError):
     """Redis did not answer a lease call: the job runs again shortly."""
 
+    reason_code = "broker_unavailable"
+
+
+class PersonInFlightError(RetryableError):
+    """A ``delete``-mode erasure must wait: a delivery to its person is still in flight."""
+
+    reason_code = "person_in_flight"
+
 
 class Leases:
     """Leases on people (by keyed hash) held by in-flight identify/track jobs."""

@@ -53,6 +53,7 @@ REASONS = (
     "secret_source_unavailable",  # the Customer.io credentials could not be read right now
     "unreadable_payload",  # no configured payload key opens the job
     "handler_failed",  # a webhook handler raised
+    "person_in_flight",  # a delete-mode erasure waits for a delivery to its person (leases)
     "transient",  # another condition worth waiting out (error_class says which)
     "internal_error",  # anything else: a bug
 )

@@ -119,6 +119,8 @@ class AuditCounts:
     next_due_s: float | None
     dead_letters: int
     dead_letters_waiting: int
+    unpublished: int = 0
+    unpublished_oldest_age_s: float = 0.0
 
 
 class DeletionCollector(Collector):
@@ -130,6 +132,10 @@ class DeletionCollector(Collector):
     * ``cioguard_deletion_requests_next_due_seconds``: until the nearest due date in force of a
       request not completed (negative once overdue); absent when there is none;
     * ``cioguard_dead_letters`` (every row) and ``cioguard_dead_letters_waiting`` (not replayed);
+    * ``cioguard_deletion_requests_unpublished`` and its ``_oldest_age_seconds``: requests whose
+      erase job is in the outbox and not known to have reached the broker (a failed publish);
+      the workers re-publish them after ``CIOGUARD_REQUEUE_AFTER_S``, so an age above that
+      means no relay is running or the broker is still refusing;
     * ``cioguard_audit_store_up``.
 
     Uses its own engine without a pool: no connection is held between scrapes, so none is
@@ -143,7 +149,9 @@ class DeletionCollector(Collector):
         return self._families()
 
     def collect(self) -> Iterable[Metric]:
-        by_state, overdue, oldest, next_due, letters, waiting, up = self._families()
+        by_state, overdue, oldest, next_due, letters, waiting, unpub, unpub_age, up = (
+            self._families()
+        )
         try:
             found = self.read()
         except SQLAlchemyError as exc:
@@ -158,8 +166,10 @@ class DeletionCollector(Collector):
             next_due.add_metric([], found.next_due_s)
         letters.add_metric([], found.dead_letters)
         waiting.add_metric([], found.dead_letters_waiting)
+        unpub.add_metric([], found.unpublished)
+        unpub_age.add_metric([], found.unpublished_oldest_age_s)
         up.add_metric([], 1)
-        return [by_state, overdue, oldest, next_due, letters, waiting, up]
+        return [by_state, overdue, oldest, next_due, letters, waiting, unpub, unpub_age, up]
 
     def counts(self) -> tuple[dict[str, int], int]:
         """``({state: count}, overdue)``; every known state is present, zero if it has no row."""
@@ -186,6 +196,12 @@ class DeletionCollector(Collector):
             total, waiting = conn.execute(
                 select(func.count(), func.count().filter(dl.c.replayed_at.is_(None)))
             ).one()
+            unpublished, first_unpublished = conn.execute(
+                select(func.count(), func.min(dr.c.received_at))
+                .where(dr.c.state == "received")
+                .where(dr.c.sealed_job.is_not(None))
+                .where(dr.c.published_at.is_(None))
+            ).one()
         counts = dict.fromkeys(STATES, 0)
         counts.update({str(state): int(n) for state, n in rows})
         received, due_at = _aware(first_received), _aware(first_due)
@@ -194,6 +210,8 @@ class DeletionCollector(Collector):
             oldest_open_age_s=max(0.0, (now - received).total_seconds()) if received else 0.0,
             next_due_s=(due_at - now).total_seconds() if due_at else None,
             dead_letters=int(total or 0), dead_letters_waiting=int(waiting or 0),
+            unpublished=int(unpublished or 0),
+            unpublished_oldest_age_s=_age_s(now, _aware(first_unpublished)),
         )  # fmt: skip
 
     def close(self) -> None:
@@ -222,9 +240,22 @@ class DeletionCollector(Collector):
                 "cioguard_dead_letters_waiting", "Dead-lettered jobs not yet replayed"
             ),
             GaugeMetricFamily(
+                "cioguard_deletion_requests_unpublished",
+                "Erasure requests whose job is in the outbox and has not reached the broker",
+            ),
+            GaugeMetricFamily(
+                "cioguard_deletion_requests_unpublished_oldest_age_seconds",
+                "Since the oldest erasure request whose job has not reached the broker was "
+                "received",
+            ),
+            GaugeMetricFamily(
                 "cioguard_audit_store_up", "1 if the audit store answered the deletion counts"
             ),
         ]
+
+
+def _age_s(now: datetime, then: datetime | None) -> float:
+    return max(0.0, (now - then).total_seconds()) if then else 0.0
 
 
 def _aware(value: datetime | None) -> datetime | None:
