@@ -153,3 +153,17 @@ def test_a_refused_suppress_fails_the_request_and_keeps_the_job(
     status = deletions.get_status(rt.audit, item.job.request_id or "")
     assert status is not None and status.state == "failed"
     assert [d.job_id for d in deadletters.list_all(rt.audit)] == [item.job.job_id]
+
+
+def test_a_job_sanitized_under_another_policy_is_sanitized_again_by_the_worker(
+    rt: Runtime, cio: SandboxServer
+) -> None:
+    """An application still on an older policy: the worker's rules apply before sending."""
+    stale = _item(
+        rt, "identify", "old-policy", policy_version="older@000000000000",
+        attributes={"plan": "pro", "password": "hunter2-canary"},
+    )  # fmt: skip
+    [result] = pipeline.run(rt, [stale], batching=True)
+    assert result.outcome == "delivered"
+    sent = cio.control.person("old-policy") or {}
+    assert sent.get("plan") == "pro" and "hunter2-canary" not in json.dumps(sent)

@@ -84,7 +84,7 @@ def test_our_exception_messages_are_rendered() -> None:
 def test_whitelist_is_what_the_docs_promise() -> None:
     assert set(CONTEXT_FIELDS) == {
         "job_id", "kind", "outcome", "person_hash", "status", "reason", "error_class", "handler",
-        "handler_error", "countdown_s",
+        "handler_error", "countdown_s", "jobs", "outcomes",
     }  # fmt: skip
 
 

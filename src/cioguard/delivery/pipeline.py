@@ -18,6 +18,7 @@ Celery-free on purpose: ``tasks.py`` wires this to Celery, and tests can drive i
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -87,9 +88,18 @@ def run(rt: Runtime, items: Sequence[Item], *, batching: bool) -> list[ItemResul
     except TRANSIENT as exc:
         return [ItemResult(item, retry=exc) for item in items]
     try:
-        return _run(rt, items, batching=batching)
+        results = _run(rt, items, batching=batching)
     finally:
         rt.leases.release(held)
+    _log_batch(results)
+    return results
+
+
+def _log_batch(results: Sequence[ItemResult]) -> None:
+    """One INFO line per batch: how many jobs ended how (ids and counts only)."""
+    outcomes = Counter(r.outcome or "retrying" for r in results)
+    counts = " ".join(f"{k}={v}" for k, v in sorted(outcomes.items()))
+    log.info("batch settled", extra={"jobs": len(results), "outcomes": counts})
 
 
 def _run(rt: Runtime, items: Sequence[Item], *, batching: bool) -> list[ItemResult]:
@@ -239,7 +249,11 @@ def _plan(
 
 
 def _clean(rt: Runtime, job: Job) -> dict[str, Any]:
-    """Sanitize again in the worker (defence in depth: the policy may have changed since)."""
+    """Sanitize again in the worker (defence in depth: the policy may have changed since),
+    unless the job was sanitized under this very policy version (rules digest): the same rules
+    twice give the same result (docs/privacy.md)."""
+    if job.policy_version == rt.policy_version:
+        return dict((job.attributes if job.kind == "identify" else job.data) or {})
     if job.kind == "identify":
         return rt.sanitizer.apply(job.attributes or {}, rehash=False)
     return rt.sanitizer.apply(job.data or {}, rehash=False, enforce_limits=False)

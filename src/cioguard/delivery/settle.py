@@ -150,9 +150,14 @@ def _entry(
 
 
 def report(job: Job, outcome: str, status: int | None, *, reason: str | None = None) -> None:
-    """Count and log a job's outcome (fixed fields only; ``reason``: ops.logs.reason_code)."""
+    """Count and log a job's outcome (fixed fields only; ``reason``: ops.logs.reason_code).
+
+    A dead letter is logged at INFO; the other outcomes at DEBUG, the pipeline logging one INFO
+    line per batch with the counts (a line per job was a measurable share of a batch's cost).
+    """
     metrics.job_finished(job.kind, outcome)
-    log.info(
+    log.log(
+        logging.INFO if outcome == "dead_lettered" else logging.DEBUG,
         "job %s",
         outcome,
         extra={

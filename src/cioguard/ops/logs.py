@@ -35,6 +35,8 @@ CONTEXT_FIELDS = (
     "handler",
     "handler_error",
     "countdown_s",
+    "jobs",
+    "outcomes",
 )
 
 # -- why a job failed: one fixed code per cause ----------------------------------------------
