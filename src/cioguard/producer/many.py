@@ -146,10 +146,12 @@ class BatchPublisher:
                     )  # fmt: skip
         except (KombuError, OperationalError, OSError) as exc:
             self._kombu = None  # a failed pipeline cannot be reused: a new channel next time
-            raise _PublishFailed(type(exc).__name__) from None
+            raise PublishFailedError(type(exc).__name__) from None
 
 
-class _PublishFailed(CioguardError):
+class PublishFailedError(CioguardError):
+    """:meth:`BatchPublisher.publish` failed; ``cause`` is the error's class name only."""
+
     def __init__(self, cause: str) -> None:
         super().__init__(cause)
         self.cause = cause
@@ -176,7 +178,7 @@ def publish_all(
                     raise BulkItemError(start + offset, str(exc), published, start) from None
             try:
                 publisher.publish(ready)
-            except _PublishFailed as failed:
+            except PublishFailedError as failed:
                 raise BulkPublishError(failed.cause, published, start) from None
             published.extend(p.job_id for p in ready)
     return published
