@@ -29,6 +29,7 @@ BENCHMARKS = {
     "pipeline_overhead": "bench.pipeline",
     "rate_fidelity": "bench.rate_fidelity",
     "batching": "bench.batching",
+    "floor": "bench.floor",
     "bulk_erasure": "bench.erasure",
     "scaling": "bench.scaling",
 }
