@@ -25,6 +25,7 @@ from bench.summary import main as write_summary
 
 BENCHMARKS = {
     "enqueue": "bench.enqueue",
+    "enqueue_bulk": "bench.bulk_enqueue",
     "audit_append": "bench.audit_append",
     "pipeline_overhead": "bench.pipeline",
     "rate_fidelity": "bench.rate_fidelity",

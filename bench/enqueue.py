@@ -5,8 +5,8 @@ job with Fernet and publishes it. The baseline is a bare ``celery.send_task`` of
 payload of the same size on the same private Redis (same Celery publish settings), so the
 difference is what cioguard adds in the application. A 10-attribute dict per call; a warm-up
 first; each call timed with ``perf_counter_ns``. Also measured apart, to say where the time
-goes: validate + sanitize, building the job (keyed hash), sealing. Last, bulk enqueue: people/s
-of ``identify_many`` (one round trip per batch) against a loop of ``identify()``, target >= 2x.
+goes: validate + sanitize, building the job (keyed hash), sealing. (Bulk enqueue:
+:mod:`bench.bulk_enqueue`.)
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from cioguard.broker.celeryconf import build_celery
 from cioguard.broker.jobs import Job, new_job_id
 from cioguard.config import Settings
 from cioguard.privacy.hashing import person_hash
-from cioguard.producer import many, validate
+from cioguard.producer import validate
 
 NAME = "enqueue"
 WARMUP = 200
@@ -56,29 +56,6 @@ def summary(samples: list[float]) -> dict[str, float]:
         "p99_us": round(percentile(samples, 99), 1),
         "mean_us": round(statistics.fmean(samples), 1),
     }
-
-
-def bulk_rates(producer: Any, people: int, rounds: int = 3) -> dict[str, Any]:
-    """People/s of a loop of ``identify()`` and of ``identify_many`` (batches of 500), taking
-    turns for ``rounds`` rounds; the best round of each is kept (load only slows)."""
-    items = [(f"bulk-{i}", attributes(i)) for i in range(people)]
-    loop: list[float] = []
-    bulk: list[float] = []
-    for _ in range(rounds):
-        began = time.perf_counter()
-        for pid, attrs in items:
-            producer.identify(pid, attrs)
-        loop.append(people / (time.perf_counter() - began))
-        began = time.perf_counter()
-        many.publish_all(producer, items, many._identify_item)
-        bulk.append(people / (time.perf_counter() - began))
-    return {
-        "people": people, "batch": many.DEFAULT_BATCH, "rounds": rounds,
-        "identify_loop_people_per_s": round(max(loop)),
-        "identify_many_people_per_s": round(max(bulk)),
-        "ratio": round(max(bulk) / max(loop), 2), "target": 2.0,
-        "met": max(bulk) / max(loop) >= 2.0,
-    }  # fmt: skip
 
 
 def plot(curves: dict[str, list[float]]) -> None:
@@ -155,8 +132,6 @@ def main() -> dict[str, Any]:
             result["cioguard"]["p99_us"] / result["bare_send_task"]["p99_us"], 2
         )
         say(f"{NAME}: cioguard {result['cioguard']} bare {result['bare_send_task']}")
-        result["bulk"] = bulk_rates(producer, sized(10_000, 1_000))
-        say(f"{NAME}: bulk {result['bulk']}")
         plot(curves)
         producer.celery.close()
         bare.close()
