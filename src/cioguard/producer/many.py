@@ -137,7 +137,8 @@ class BatchPublisher:
         try:
             if self._kombu is None:
                 self._kombu = self.celery.amqp.Producer(self.connection)
-            with self._kombu.batch(max_size=len(batch) + 1):
+            # room for every command (an LPUSH, a PEXPIRE on an expiring queue): one flush at exit
+            with self._kombu.batch(max_size=4 * len(batch)):
                 for item in batch:
                     self.celery.send_task(
                         DELIVER_TASK, args=[item.sealed], task_id=item.job_id,
