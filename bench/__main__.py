@@ -25,9 +25,12 @@ from bench.summary import main as write_summary
 
 BENCHMARKS = {
     "enqueue": "bench.enqueue",
+    "enqueue_bulk": "bench.bulk_enqueue",
+    "audit_append": "bench.audit_append",
     "pipeline_overhead": "bench.pipeline",
     "rate_fidelity": "bench.rate_fidelity",
     "batching": "bench.batching",
+    "floor": "bench.floor",
     "bulk_erasure": "bench.erasure",
     "scaling": "bench.scaling",
 }

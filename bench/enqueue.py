@@ -5,7 +5,8 @@ job with Fernet and publishes it. The baseline is a bare ``celery.send_task`` of
 payload of the same size on the same private Redis (same Celery publish settings), so the
 difference is what cioguard adds in the application. A 10-attribute dict per call; a warm-up
 first; each call timed with ``perf_counter_ns``. Also measured apart, to say where the time
-goes: validate + sanitize, building the job (keyed hash), sealing.
+goes: validate + sanitize, building the job (keyed hash), sealing. (Bulk enqueue:
+:mod:`bench.bulk_enqueue`.)
 """
 
 from __future__ import annotations

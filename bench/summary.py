@@ -137,6 +137,66 @@ def enqueue_rows(d: dict[str, Any]) -> list[str]:
     ]
 
 
+def bulk_rows(d: dict[str, Any]) -> list[str]:
+    return [
+        f"| Bulk enqueue, `identify_many` (people/s, batches of {d['batch']}) | "
+        f"{d['identify_many_people_per_s']:,} | loop of `identify()`: "
+        f"{d['identify_loop_people_per_s']:,} | {d['ratio']:.2f}x | >= {d['target']}x | "
+        f"{_yes(d['met'])} |"
+    ]
+
+
+def audit_rows(d: dict[str, Any]) -> list[str]:
+    rows = []
+    for store in ("sqlite", "postgres"):
+        r = d[store]
+        if "skipped" in r:
+            continue
+        rows.append(
+            f"| Audit append, {store}, batches of {d['setup']['batch']} (CPU / wall ms per "
+            f"1,000 rows) | {r['cpu_ms_per_1000_rows']} / {r['wall_ms_per_1000_rows']} | none "
+            "| - | none | - |"
+        )
+    return rows
+
+
+def floor_rows(d: dict[str, Any]) -> list[str]:
+    """cioguard's batched drain and the other systems against the tuned floor."""
+    t = d["table"]
+    floor = t["tuned floor"]
+    rows = []
+    for system, label in (("cioguard sqlite", "SQLite"), ("cioguard postgres", "PostgreSQL")):
+        if system not in t:
+            continue
+        r = t[system]
+        target = f">= {d['target']}" if system == "cioguard sqlite" else "none"
+        met = _yes(d["met"]) if system == "cioguard sqlite" else "-"
+        rows.append(
+            f"| Drain vs the tuned floor, batched, audit on {label} (people/s; worker CPU ms per "
+            f"1,000) | {r['people_per_s']:,.0f}; {r['worker_cpu_ms_per_1000']} | tuned floor "
+            f"(celery-batches on cioguard's transport, only the v2 POST): "
+            f"{floor['people_per_s']:,.0f}; {floor['worker_cpu_ms_per_1000']} | "
+            f"{r['people_per_s_vs_tuned_floor']:.2f}; CPU {r['worker_cpu_vs_tuned_floor']:.2f}x "
+            f"| {target} | {met} |"
+        )
+    stock = t["stock floor"]
+    rows.append(
+        f"| Stock floor: the same bare task on kombu's Redis transport (people/s; worker CPU ms "
+        f"per 1,000) | - | {stock['people_per_s']:,.0f}; {stock['worker_cpu_ms_per_1000']} | "
+        f"{stock['people_per_s_vs_tuned_floor']:.2f}; CPU {stock['worker_cpu_vs_tuned_floor']:.2f}x"
+        " of the tuned floor | none | - |"
+    )
+    cdp = d.get("cdp_client", {})
+    if "people_per_s" in cdp:
+        rows.append(
+            f"| Customer.io's `customerio-cdp-analytics` client, in process, end to end (people/s;"
+            f" CPU ms per 1,000) | - | {cdp['people_per_s']:,.0f}; {cdp['cpu_ms_per_1000']} (keeps "
+            "everything in memory: a crash loses it; no broker, no audit) | "
+            f"{cdp['people_per_s'] / floor['people_per_s']:.2f} of the tuned floor | none | - |"
+        )
+    return rows
+
+
 def scaling_rows(d: dict[str, Any]) -> list[str]:
     rows = []
     for label, by in d["people_per_s"].items():
@@ -155,6 +215,9 @@ BUILDERS = {
     "batching": batching_rows,
     "bulk_erasure": erasure_rows,
     "enqueue": enqueue_rows,
+    "enqueue_bulk": bulk_rows,
+    "floor": floor_rows,
+    "audit_append": audit_rows,
     "scaling": scaling_rows,
 }
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # precise types for users' type checkers; runtime imports sta
         WebhookVerificationError,
     )
     from cioguard.producer.api import delete_person, deletion_status, identify, sanitize, track
+    from cioguard.producer.many import aidentify_many, atrack_many, identify_many, track_many
     from cioguard.webhooks.verify import on_webhook, sign_webhook, verify_webhook
 
 _EXPORTS = {
@@ -30,6 +31,10 @@ _EXPORTS = {
     "delete_person": "cioguard.producer.api",
     "deletion_status": "cioguard.producer.api",
     "sanitize": "cioguard.producer.api",
+    "identify_many": "cioguard.producer.many",
+    "track_many": "cioguard.producer.many",
+    "aidentify_many": "cioguard.producer.many",
+    "atrack_many": "cioguard.producer.many",
     "DeletionStatus": "cioguard.erasure.requests",
     "verify_webhook": "cioguard.webhooks.verify",
     "on_webhook": "cioguard.webhooks.verify",
@@ -45,13 +50,17 @@ __all__ = [
     "ConfigurationError",
     "DeletionStatus",
     "WebhookVerificationError",
+    "aidentify_many",
+    "atrack_many",
     "delete_person",
     "deletion_status",
     "identify",
+    "identify_many",
     "on_webhook",
     "sanitize",
     "sign_webhook",
     "track",
+    "track_many",
     "verify_webhook",
 ]
 

@@ -167,15 +167,16 @@ class AuditStore:
         head = conn.execute(select(chain_head).where(chain_head.c.id == 1).with_for_update()).one()
         when = at or utcnow()
         seq, prev = int(head.seq), str(head.hash)
-        rows = []
+        first = seq + 1
+        rows, stamp = [], canonical_time(when)
         for entry in entries:
             seq += 1
-            row = _row(entry, seq=seq, at=when, prev_hash=prev)
+            row = _row(entry, seq=seq, at=when, prev_hash=prev, stamp=stamp)
             prev = row["row_hash"]
             rows.append(row)
-        conn.execute(insert(audit_log), rows)
+        _insert_plan(conn.dialect).execute(conn, rows)
         conn.execute(update(chain_head).where(chain_head.c.id == 1).values(seq=seq, hash=prev))
-        return [int(r["seq"]) for r in rows]
+        return list(range(first, seq + 1))
 
     def record(self, entry: AuditEntry) -> bool:
         """Append one row in its own transaction. False if the job already has its final row."""
@@ -216,18 +217,70 @@ class AuditStore:
         self.engine.dispose()
 
 
-def _row(entry: AuditEntry, *, seq: int, at: datetime, prev_hash: str) -> dict[str, Any]:
-    values = {name: getattr(entry, name) for name in _ENTRY_FIELDS}  # scalars: no deep copy
-    final = values.pop("final")
-    row = {
-        **values,
-        "seq": seq,
-        "at": at,
-        "final_job_id": entry.job_id if final else None,
-        "prev_hash": prev_hash,
-    }
-    row["row_hash"] = row_digest(row)
+def _row(
+    entry: AuditEntry, *, seq: int, at: datetime, prev_hash: str, stamp: str | None = None
+) -> dict[str, Any]:
+    """The row to insert, hash included. ``stamp`` is ``canonical_time(at)``, once per batch."""
+    row = {name: getattr(entry, name) for name in _ENTRY_FIELDS}  # scalars: no deep copy
+    final = row.pop("final")
+    row["seq"], row["at"], row["prev_hash"] = seq, at, prev_hash
+    row["final_job_id"] = entry.job_id if final else None
+    values = [row[f] for f in _HASHED_FIELDS]
+    values[1] = stamp if stamp is not None else canonical_time(at)  # "at" is the 2nd field
+    row["row_hash"] = hashlib.sha256(_ENCODE(values).encode()).hexdigest()
     return row
+
+
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+"""What :func:`row_digest`'s ``json.dumps`` call does, without building an encoder per row."""
+
+
+@dataclass(frozen=True)
+class _InsertPlan:
+    """``INSERT INTO audit_log`` compiled once per dialect, run as one DBAPI ``executemany``.
+
+    Note: hand-rolled rather than ``conn.execute(insert(audit_log), rows)`` because SQLAlchemy
+    rebuilds and type-processes every parameter set of an executemany in Python (half of the
+    append's CPU in the micro-benchmark, ``bench/audit_append.py``); here the statement and each
+    column's bind processor are looked up once, and the driver gets plain tuples or dicts. The
+    values are the ones SQLAlchemy would send (the same processors), so rows read back alike.
+    """
+
+    sql: str
+    keys: tuple[str, ...]
+    positional: bool
+    processors: tuple[tuple[int, Any], ...]
+
+    def execute(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        params: list[Any] = []
+        for row in rows:
+            values = [row[k] for k in self.keys]
+            for index, process in self.processors:
+                values[index] = process(values[index])
+            params.append(
+                tuple(values) if self.positional else dict(zip(self.keys, values, strict=True))
+            )
+        conn.exec_driver_sql(self.sql, params)
+
+
+_PLANS: dict[str, _InsertPlan] = {}
+
+
+def _insert_plan(dialect: Any) -> _InsertPlan:
+    key = f"{dialect.name}+{dialect.driver}"
+    plan = _PLANS.get(key)
+    if plan is None:
+        names = [c.name for c in audit_log.columns]
+        compiled = insert(audit_log).compile(dialect=dialect, column_keys=names)
+        keys = tuple(compiled.positiontup or names) if compiled.positional else tuple(names)
+        processors = []
+        for index, name in enumerate(keys):
+            process = audit_log.c[name].type._cached_bind_processor(dialect)
+            if process is not None:
+                processors.append((index, process))
+        plan = _InsertPlan(str(compiled), keys, bool(compiled.positional), tuple(processors))
+        _PLANS[key] = plan
+    return plan
 
 
 def _add_missing_columns(conn: Connection) -> None:

@@ -170,6 +170,9 @@ def _register_subcommands() -> None:
 
     for module in (cli_audit, cli_credentials, cli_erasure, cli_ops, cli_policy, cli_webhooks):
         module.register(app)
+    from cioguard.cli import importing as cli_importing  # `cioguard import FILE`
+
+    cli_importing.register(app)
 
 
 _register_subcommands()
