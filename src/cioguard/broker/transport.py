@@ -342,13 +342,13 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         self._inflight.clear()
 
 
-class Transport(kombu_redis.Transport):  # type: ignore[misc]
-    """Select with ``broker_transport = "cioguard.broker.transport:Transport"`` (see celeryconf)."""
+class _LoopAliveMixin:
+    """Tells the channels' heartbeat threads that the event loop turns."""
 
-    Channel = ReliableChannel
+    cycle: Any
 
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
-        super().register_with_event_loop(connection, loop)
+        super().register_with_event_loop(connection, loop)  # type: ignore[misc]
         cycle: Any = self.cycle
         old = getattr(cycle, "_cioguard_inflight_tref", None)
         if old is not None:
@@ -361,6 +361,27 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
         cycle: Any = self.cycle
         for channel in list(cycle._channels):
             channel.loop_alive()
+
+
+class Transport(_LoopAliveMixin, kombu_redis.Transport):  # type: ignore[misc]
+    """Select with ``broker_transport = "cioguard.broker.transport:Transport"`` (see celeryconf)."""
+
+    Channel = ReliableChannel
+
+
+class ReliableSentinelChannel(ReliableChannel, kombu_redis.SentinelChannel):  # type: ignore[misc]
+    """The reliable channel on a master found through Redis Sentinel (kombu's pool logic)."""
+
+    from_transport_options = (
+        *kombu_redis.SentinelChannel.from_transport_options,
+        "inflight_stale_after",
+    )
+
+
+class SentinelTransport(_LoopAliveMixin, kombu_redis.SentinelTransport):  # type: ignore[misc]
+    """``sentinel://`` URLs: kombu's Sentinel transport with the reliable channel."""
+
+    Channel = ReliableSentinelChannel
 
 
 @contextlib.contextmanager
