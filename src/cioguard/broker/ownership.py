@@ -28,6 +28,8 @@ import threading
 import time
 from typing import Any
 
+from cioguard.broker.failures import describe
+
 log = logging.getLogger("cioguard.broker.transport")
 
 OWNERS_REGISTRY = "_cioguard.owners"
@@ -142,7 +144,7 @@ class Heartbeat(threading.Thread):
                 channel.scan(client)
         except Exception as exc:  # Redis away: the event loop reconnects; keep trying
             if not self._failing:
-                log.warning("broker heartbeat failed (%s); retrying", type(exc).__name__)
+                log.warning("broker heartbeat failed: the broker %s; retrying", describe(exc))
             self._failing = True
         else:
             self._failing = False
