@@ -171,3 +171,21 @@ def test_a_swept_list_stays_registered_and_a_scan_finds_unregistered_ones(
     assert sweep_stale(client, stale_after_s=0) == 1
     assert client.llen("jobs") == 1
     assert client.zscore(INFLIGHT_REGISTRY, orphan) is not None  # still registered
+
+
+def test_a_consumer_whose_event_loop_hangs_for_good_is_given_up(
+    redis_url: str, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The heartbeat thread stops vouching once the loop has been silent LOOP_SILENT_MAX_S."""
+    monkeypatch.setattr(ownership, "LOOP_SILENT_MAX_S", 1.0)
+    _publish(redis_url, 2)
+    with _connection(redis_url, inflight_stale_after=2) as conn:
+        consumer = Consumer(conn, [QUEUE], callbacks=[lambda body, message: None])
+        consumer.qos(prefetch_count=2)
+        with consumer:
+            conn.drain_events(timeout=3)
+            time.sleep(4)  # no drain, no loop tick: 1 s to stop vouching, then 2 s to go stale
+            conn_s, sweeper = _sweeper(redis_url)
+            with conn_s:
+                assert ownership.sweep_owners(sweeper, client, stale_after_s=2) == 2
+            assert client.llen("jobs") == 2 and client.hlen("unacked") == 0
