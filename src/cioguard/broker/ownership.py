@@ -118,22 +118,32 @@ class Heartbeat(threading.Thread):
         self._channel = channel
         self._stopped = threading.Event()
         self.loop_alive_at = time.monotonic()
+        self.last_ok = time.monotonic()
+        """When a beat and sweep last succeeded (the event loop steps in when this lags)."""
         self._scanned_at = time.monotonic()
         self._failing = False
 
     def stop(self) -> None:
         self._stopped.set()
 
+    def healthy(self, within_s: float) -> bool:
+        return self.is_alive() and time.monotonic() - self.last_ok <= within_s
+
     def run(self) -> None:
         channel = self._channel
-        client = channel._create_client()
+        client: Any = None
         try:
             while not self._stopped.wait(channel.heartbeat_s):
                 if time.monotonic() - self.loop_alive_at > LOOP_SILENT_MAX_S:
                     continue  # the event loop hangs: let the others take this channel's work
+                if client is None:
+                    client = channel._create_client()
                 self._once(channel, client)
+        except Exception:
+            log.exception("broker heartbeat thread stopped; the event loop beats instead")
         finally:
-            client.close()
+            if client is not None:
+                client.close()
 
     def _once(self, channel: Any, client: Any) -> None:
         try:
@@ -148,3 +158,4 @@ class Heartbeat(threading.Thread):
             self._failing = True
         else:
             self._failing = False
+            self.last_ok = time.monotonic()

@@ -199,9 +199,17 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         return consumer_tag
 
     def loop_alive(self) -> None:
-        """The event loop is turning: the heartbeat thread may go on vouching for this channel."""
-        if self._heartbeat is not None:
-            self._heartbeat.loop_alive_at = time.monotonic()
+        """The event loop is turning: the heartbeat thread may go on vouching for this channel.
+        If the thread has not managed a beat lately (or is gone), the loop beats and sweeps."""
+        beat = self._heartbeat
+        if beat is not None:
+            beat.loop_alive_at = time.monotonic()
+        if not self._consumed or self.closed:
+            return
+        lagging = beat is None or not beat.healthy(within_s=2 * self.heartbeat_s)
+        if lagging and time.monotonic() - self._beat_at >= self.heartbeat_s:
+            with contextlib.suppress(*self.connection_errors):
+                self.inflight_tick()
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         queues = self._queue_cycle.consume(len(self.active_queues))
