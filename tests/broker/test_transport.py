@@ -57,6 +57,8 @@ def _pop_and_die(redis_url: str, client: redis.Redis, transport: Any) -> None:
         time.sleep(0.01)
     assert client.llen("jobs") == 0  # popped by the consumer
     channel.client.connection.disconnect()  # killed before reading the reply
+    if getattr(channel, "_heartbeat", None):  # cioguard's transport: its thread dies too
+        channel._heartbeat.stop()
 
 
 def _receive_one(redis_url: str, ack: bool = True) -> list[dict[str, Any]]:
