@@ -32,7 +32,7 @@ bench: install
 	$(BIN)/python -m bench
 
 soak: install
-	CIOGUARD_SOAK=1 $(BIN)/pytest -q tests/e2e/test_faults.py tests/e2e/test_erasure.py tests/e2e/test_erasure_faults.py tests/e2e/test_delivery_faults.py
+	CIOGUARD_SOAK=1 $(BIN)/pytest -q tests/e2e/test_faults.py tests/e2e/test_erasure.py tests/e2e/test_erasure_faults.py tests/e2e/test_delivery_faults.py tests/e2e/test_recovery.py tests/e2e/test_recovery_sentinel.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info src/*.egg-info

@@ -63,7 +63,8 @@ _EXPECTED: dict[str, str] = {
     "FLOWER_BASIC_AUTH": "user:password",
     "CIOGUARD_BATCH_LINGER_S": "seconds between 0 and 5",
     "CIOGUARD_BATCH_MAX_OPS": "a whole number between 1 and 1000",
-    "CIOGUARD_BROKER_URL": "a redis:// or rediss:// URL, e.g. redis://localhost:6379/0",
+    "CIOGUARD_BROKER_URL": "a redis://, rediss:// or sentinel:// URL, e.g. "
+    "redis://localhost:6379/0 or sentinel://s1:26379/0;sentinel://s2:26379?master_name=mymaster",
     "CIOGUARD_AUDIT_URL": "an SQLAlchemy URL: sqlite:///path.db or "
     "postgresql+psycopg://user:password@host:5432/db",
     "CIOGUARD_TRACK_URL": "an https:// URL (unset = Customer.io's host for CUSTOMERIO_REGION)",
@@ -121,8 +122,11 @@ class Settings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
-        if urlsplit(value).scheme not in ("redis", "rediss"):
+        scheme = urlsplit(value).scheme
+        if scheme not in ("redis", "rediss", "sentinel"):
             raise ValueError("not a redis:// URL")
+        if scheme == "sentinel" and "master_name=" not in value:
+            raise ValueError("a sentinel:// URL needs ?master_name=NAME")
         return value
 
     @field_validator("metrics_addr")

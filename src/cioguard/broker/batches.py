@@ -9,13 +9,19 @@ for unbatched tasks. Arguments are the redacted ``argsrepr`` of each message.
 
 Every cioguard task acknowledges late: ``flush`` acknowledges a message when the batch function
 has returned an outcome for it (finished, or re-published to run again). A message without one
-(the function failed, or re-publishing failed) is left unacknowledged, so Redis hands it out
-again after the visibility timeout: late, never lost. A batch's acknowledgements reach Redis in one
-round trip (:func:`cioguard.broker.transport.acks_in_one_round_trip`).
+(the function failed, or re-publishing failed: ``NOT_SETTLED``) is handed back to the back of its
+queue at once (``reject(requeue=True)``, kombu's atomic restore), and so is every message of a
+batch whose pool child died (OOM killer, segfault, kill -9): billiard reports that only to an
+``error_callback``, which celery-batches does not pass. Either way the prefetch slots are freed.
+If the hand-back itself fails (Redis unreachable, or at ``maxmemory``), the message stays
+unacknowledged and owned by this worker: handed back by :mod:`cioguard.broker.ownership` if the
+worker dies, else after the visibility timeout: late, never lost. A batch's acknowledgements
+reach Redis in one round trip (:func:`cioguard.broker.transport.acks_in_one_round_trip`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Sequence
 from time import monotonic
 from typing import Any
@@ -25,6 +31,8 @@ from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
 
 from cioguard.broker.transport import acks_in_one_round_trip
+
+log = logging.getLogger("cioguard.broker.batches")
 
 NOT_SETTLED = "not_settled"
 """An outcome meaning "neither finished nor re-published": the message must not be acknowledged."""
@@ -46,14 +54,20 @@ class ReportingBatches(Batches):  # type: ignore[misc]
         def on_return(result: Any) -> None:
             outcomes: Sequence[Any] = result if isinstance(result, list) else []
             runtime = monotonic() - started
+            unsettled = []
             with acks_in_one_round_trip(reqs[0].message.channel):
                 for index, req in enumerate(reqs):
                     outcome = outcomes[index] if index < len(outcomes) else None
                     if outcome is None or outcome == NOT_SETTLED:
-                        continue  # left unacknowledged: handed out again (visibility timeout)
+                        unsettled.append(req)
+                        continue
                     kind = "task-retried" if outcome == "retrying" else "task-succeeded"
                     req.send_event(kind, result=repr(outcome), runtime=runtime)
                     _acknowledge_now(req)
+            hand_back(unsettled, "not settled")
+
+        def on_error(exc: Any) -> None:  # the pool child died (WorkerLostError) or similar
+            hand_back(reqs, "pool process lost")
 
         batch = ([SimpleRequest.from_request(r) for r in reqs],)
         return self._pool.apply_async(
@@ -61,6 +75,7 @@ class ReportingBatches(Batches):  # type: ignore[misc]
             (self, batch, 0, None),
             accept_callback=on_accepted,
             callback=on_return,
+            error_callback=on_error,
         )
 
 
@@ -71,6 +86,27 @@ def _acknowledge_now(req: Request) -> None:
     if not req.acknowledged:
         req.message.ack()
         req.acknowledged = True
+
+
+def hand_back(reqs: Sequence[Request], why: str) -> int:
+    """Put each message back at the end of its queue now and free its prefetch slot; returns how
+    many went back. One that cannot go back (Redis unreachable or out of memory) stays
+    unacknowledged and owned, so nothing is lost (see the module docstring)."""
+    back = 0
+    for req in reqs:
+        if req.acknowledged:
+            continue
+        try:
+            req.message.reject(requeue=True)
+        except Exception as exc:  # kombu's restore is atomic: nothing half-done
+            log.warning("could not hand a message back (%s): %s", why, type(exc).__name__)
+            continue
+        req.acknowledged = True
+        req.send_event("task-rejected", requeue=True)
+        back += 1
+    if back:
+        log.warning("handed %d messages back to the queue: %s", back, why)
+    return back
 
 
 def _received(req: Request) -> None:

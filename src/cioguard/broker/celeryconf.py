@@ -8,7 +8,8 @@
 * Redis consumers pop with BLMOVE into an in-flight list (:mod:`cioguard.broker.transport`): kombu's
   BRPOP leaves a popped message in no queue and no unacked set until the worker reads it, and a
   worker killed then loses it. ``rediss://`` verifies the server's certificate (kombu's default
-  for that scheme is not to).
+  for that scheme is not to). ``sentinel://`` uses the same reliable channel on kombu's Sentinel
+  transport (:mod:`cioguard.broker.clients` documents the URL form).
 * Short broker timeouts and a small publish retry: a broker that is down gives one clear error
   in the application quickly, not a hang.
 """
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 
 from celery import Celery
 
+from cioguard.broker.clients import sentinel_parts
 from cioguard.config import Settings
 
 QUEUE = "cioguard"
@@ -37,14 +39,16 @@ PUBLISH_RETRY_POLICY = {
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
+    url, sentinel_options = _sentinel(settings.broker_url)
     return {
-        "broker_url": settings.broker_url,
+        "broker_url": url,
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout_s,
             "socket_connect_timeout": 3,
             "socket_timeout": 15,
             "retry_on_timeout": True,
             "unacked_restore_throttle": 1,
+            **sentinel_options,
         },
         **_transport(settings.broker_url),
         "broker_connection_timeout": 3,
@@ -73,8 +77,19 @@ def build_celery(settings: Settings, name: str = "cioguard") -> Celery:
     return app
 
 
+def _sentinel(broker_url: str) -> tuple[str, dict[str, Any]]:
+    """kombu takes the sentinels' URL without a query, and the master's name as an option."""
+    if urlsplit(broker_url).scheme != "sentinel":
+        return broker_url, {}
+    parts = sentinel_parts(broker_url)
+    options = {"master_name": parts.master_name, "sentinel_kwargs": {"socket_timeout": 3}}
+    return parts.kombu_url, options
+
+
 def _transport(broker_url: str) -> dict[str, Any]:
     scheme = urlsplit(broker_url).scheme
+    if scheme == "sentinel":
+        return {"broker_transport": "cioguard.broker.transport:SentinelTransport"}
     if scheme not in ("redis", "rediss"):
         return {}
     conf: dict[str, Any] = {"broker_transport": "cioguard.broker.transport:Transport"}

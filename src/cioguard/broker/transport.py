@@ -19,10 +19,14 @@ on Redis), and the fix is small enough to keep here, beside the one Celery setti
   in the queue, in an in-flight list, or in kombu's unacknowledged set (which the visibility
   timeout hands out again). It also costs one round trip per group of messages where kombu
   spends two per message;
-* each channel stamps its in-flight lists with Redis's clock (a heartbeat, every few seconds from
-  the worker's event loop), and every worker hands the lists of consumers whose heartbeat is
-  older than ``inflight_stale_after`` back to their queues, in one Lua script per run, so a
-  message is handed back once however many workers sweep;
+* the claim also records each claimed message under the channel's token (:mod:`.ownership`);
+  a claim is idempotent (a claim id; a re-run after a lost reply returns what the first run took);
+* each channel stamps its token and in-flight lists with Redis's clock (a heartbeat thread,
+  every few seconds), and every worker hands back to their queues the in-flight lists and the
+  claimed messages of consumers whose heartbeat is older than ``inflight_stale_after`` (15 s by
+  default): after a kill -9, within seconds rather than after the visibility timeout. Lists go
+  back in one Lua script per run, messages one kombu restore each, so each is handed back once
+  however many workers sweep;
 * acknowledgements use one client per channel instead of a new client per call, and
   :meth:`ReliableQoS.acks_in_one_round_trip` lets a batch acknowledge all its messages at once.
 
@@ -49,6 +53,8 @@ kombu_redis: Any = importlib.import_module("kombu.transport.redis")
 virtual: Any = importlib.import_module("kombu.transport.virtual")
 kombu_json: Any = importlib.import_module("kombu.utils.json")
 
+from cioguard.broker import ownership  # noqa: E402 (after the Any aliases it does not need)
+
 log = logging.getLogger("cioguard.broker.transport")
 
 INFLIGHT_REGISTRY = "_cioguard.inflight"
@@ -56,8 +62,14 @@ INFLIGHT_REGISTRY = "_cioguard.inflight"
 INFLIGHT_PREFIX = "_cioguard.inflight:"
 """In-flight lists are ``_cioguard.inflight:<channel token>:<queue>``."""
 MULTI_QUEUE_WAIT_S = 0.2
-DEFAULT_STALE_AFTER_S = 60.0
-SWEEP_LIMIT = 100
+DEFAULT_STALE_AFTER_S = 15.0
+"""A consumer silent this long (no heartbeat, no claim) is taken for dead: what it held goes back.
+The heartbeat thread beats every fifth of it, so only a process that is gone, cut off from Redis
+or frozen that long is taken; the price of a false "dead" is a redelivery (the final-row check
+absorbs it), never a loss."""
+FORGET_AFTER_S = 600.0
+"""A silent in-flight list keeps its registry entry this long (see inflight_sweep.lua)."""
+SWEEP_LIMIT = 1000
 CLAIM_MAX = 100
 """At most this many messages per claim, whatever the prefetch window."""
 
@@ -70,9 +82,15 @@ def inflight_key(token: str, queue: str) -> str:
     return f"{INFLIGHT_PREFIX}{token}:{queue}"
 
 
-def sweep_stale(client: Any, stale_after_s: float, limit: int = SWEEP_LIMIT) -> int:
+def sweep_stale(
+    client: Any,
+    stale_after_s: float,
+    limit: int = SWEEP_LIMIT,
+    forget_after_s: float = FORGET_AFTER_S,
+) -> int:
     """Hand the in-flight lists of silent consumers back to their queues; returns messages moved."""
-    return int(client.eval(_SWEEP, 1, INFLIGHT_REGISTRY, stale_after_s, limit))
+    forget = max(forget_after_s, stale_after_s)
+    return int(client.eval(_SWEEP, 1, INFLIGHT_REGISTRY, stale_after_s, limit, forget))
 
 
 class ReliableQoS(kombu_redis.QoS):  # type: ignore[misc]
@@ -109,10 +127,15 @@ class ReliableQoS(kombu_redis.QoS):  # type: ignore[misc]
                 except self.channel.connection_errors:
                     log.warning("acks of %d messages did not reach Redis: redelivered", len(tags))
 
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        super().reject(delivery_tag, requeue=requeue)  # restored (requeue) or removed
+        self.channel.own_client.hdel(self.channel.owned_key, delivery_tag)
+
     def _remove(self, *tags: str) -> None:
         with self.channel.own_client.pipeline(transaction=False) as pipe:
             pipe.zrem(self.unacked_index_key, *tags)
             pipe.hdel(self.unacked_key, *tags)
+            pipe.hdel(self.channel.owned_key, *tags)
             pipe.execute()
 
 
@@ -134,7 +157,18 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         self._popping_from: str | None = None
         self._beat_at = float("-inf")
         self._own_client: Any = None
+        self._heartbeat: ownership.Heartbeat | None = None
+        self._consumed = False
         self.claimed = False
+
+    @property
+    def token(self) -> str:
+        return self._token
+
+    @property
+    def owned_key(self) -> str:
+        """This channel's owned hash (see :mod:`.ownership`)."""
+        return ownership.owned_key(self._token)
 
     @property
     def own_client(self) -> Any:
@@ -152,12 +186,30 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
 
     @property
     def heartbeat_s(self) -> float:
-        return max(0.5, min(10.0, self.stale_after_s / 4))
+        return max(0.5, min(10.0, self.stale_after_s / 5))
 
     def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
         no_ack = kwargs.get("no_ack", args[0] if args else False)
         (self._no_ack_queues.add if no_ack else self._no_ack_queues.discard)(queue)
-        return super().basic_consume(queue, *args, **kwargs)
+        consumer_tag = super().basic_consume(queue, *args, **kwargs)
+        self._consumed = True
+        if self._heartbeat is None:
+            self._heartbeat = ownership.Heartbeat(self)
+            self._heartbeat.start()
+        return consumer_tag
+
+    def loop_alive(self) -> None:
+        """The event loop is turning: the heartbeat thread may go on vouching for this channel.
+        If the thread has not managed a beat lately (or is gone), the loop beats and sweeps."""
+        beat = self._heartbeat
+        if beat is not None:
+            beat.loop_alive_at = time.monotonic()
+        if not self._consumed or self.closed:
+            return
+        lagging = beat is None or not beat.healthy(within_s=2 * self.heartbeat_s)
+        if lagging and time.monotonic() - self._beat_at >= self.heartbeat_s:
+            with contextlib.suppress(*self.connection_errors):
+                self.inflight_tick()
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         queues = self._queue_cycle.consume(len(self.active_queues))
@@ -173,7 +225,8 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
             self._inflight.add(key)
             self._beat_at = float("-inf")
         if time.monotonic() - self._beat_at >= self.heartbeat_s:
-            self.inflight_tick()
+            self.beat(self.own_client)  # registered before the first pop can move into it
+        self.loop_alive()
         self._popping_from = queue
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()
@@ -196,48 +249,96 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
             self._in_poll = None
             self._flush_brpop_reauth()
 
-    def _claim(self, queue: str, item: bytes) -> list[bytes]:
+    def _claim(self, queue: str, item: bytes) -> list[bytes | dict[str, Any]]:
+        """Claim ``item`` and what the prefetch window allows. The claim id makes a retried EVAL
+        (redis-py retries on a lost reply) return what the first run claimed."""
         record = queue not in self._no_ack_queues
         room = self.qos.can_consume_max_estimate()
         more = max(0, min(CLAIM_MAX, room if room is not None else CLAIM_MAX) - 1)
-        keys = (inflight_key(self._token, queue), queue, self.unacked_key, self.unacked_index_key)
-        args = (item, more, time.time(), "1" if record else "0")
-        return list(self.own_client.eval(_CLAIM, len(keys), *keys, *args))
+        claim_key = f"{ownership.CLAIM_PREFIX}{uuid.uuid4().hex}"
+        keys = (
+            inflight_key(self._token, queue), queue, self.unacked_key, self.unacked_index_key,
+            self.owned_key, ownership.OWNERS_REGISTRY, claim_key,
+        )  # fmt: skip
+        args = (
+            item,
+            more,
+            time.time(),
+            "1" if record else "0",
+            self._token,
+            ownership.CLAIM_KEEP_S,
+        )
+        replayed, *got = self.own_client.eval(_CLAIM, len(keys), *keys, *args)
+        self._beat_at = time.monotonic()  # a claim stamps the token
+        if not replayed:
+            return list(got)
+        log.warning("a claim's reply was lost; delivering what it claimed (%d)", len(got))
+        return [kombu_json.loads(entry.decode())[0] for entry in got if entry]
 
-    def _deliver_all(self, queue: str, raws: list[bytes]) -> None:
+    def _deliver_all(self, queue: str, raws: list[bytes | dict[str, Any]]) -> None:
         """Hand claimed messages to the consumer. If its callback raises, the ones not yet handed
         over stay in the unacknowledged set: handed out again at close or after the visibility
         timeout (at least once, like any message of a failed consumer)."""
         self.claimed = True
         try:
             for raw in raws:
-                try:
-                    message = kombu_json.loads(raw.decode())
-                except ValueError:
-                    log.error("dropped a message on queue %s that is not JSON", queue)
-                    continue
+                if isinstance(raw, dict):
+                    message = raw
+                else:
+                    try:
+                        message = kombu_json.loads(raw.decode())
+                    except ValueError:
+                        log.error("dropped a message on queue %s that is not JSON", queue)
+                        continue
                 self.connection._deliver(message, queue)
         finally:
             self.claimed = False
 
-    def inflight_tick(self) -> None:
-        """Heartbeat this channel's in-flight lists, then hand back those of silent consumers."""
+    def beat(self, client: Any) -> None:
+        """Stamp this channel's token and in-flight lists with Redis's clock (any thread)."""
         self._beat_at = time.monotonic()
-        if self._inflight:
-            self.own_client.eval(_HEARTBEAT, 1, INFLIGHT_REGISTRY, *sorted(self._inflight))
+        keys = sorted(self._inflight)
+        client.eval(_HEARTBEAT, 2, INFLIGHT_REGISTRY, ownership.OWNERS_REGISTRY, self._token, *keys)
+
+    def sweep(self, client: Any) -> None:
+        """Hand back the in-flight lists and claimed messages of silent consumers."""
         if self.active_queues:
-            sweep_stale(self.own_client, self.stale_after_s)
+            sweep_stale(client, self.stale_after_s)
+            ownership.sweep_owners(self, client, self.stale_after_s)
+
+    def scan(self, client: Any) -> None:
+        """Register in-flight lists and owned hashes that no registry lists (see ownership)."""
+        if self.active_queues and ownership.register_orphans(
+            client, INFLIGHT_PREFIX, INFLIGHT_REGISTRY
+        ):
+            log.warning("found in-flight state nobody registered; it is handed back if silent")
+
+    def inflight_tick(self) -> None:
+        """One heartbeat and sweep from the caller's thread (the heartbeat thread does this)."""
+        self.beat(self.own_client)
+        self.sweep(self.own_client)
 
     def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
         if self._in_poll:
             with contextlib.suppress(Empty):
                 self._brpop_read()
-        if not self.closed and self._inflight:
+        if not self.closed and self._consumed:
             # On a connection error, the sweep of another worker hands them back later.
             with contextlib.suppress(*self.connection_errors):
                 self._release_inflight()
-        super().close()
+                self._release_owned()
+        super().close()  # kombu hands back what it delivered and was not acknowledged
         self._own_client = None
+
+    def _release_owned(self) -> None:
+        """Hand back what the claim recorded for this channel and nobody acknowledged (a claim
+        whose reply never arrived, for one), then leave the owners registry."""
+        client = self.own_client
+        ownership.hand_back_owned(self, client, self._token)
+        client.zrem(ownership.OWNERS_REGISTRY, self._token)
 
     def _release_inflight(self) -> None:
         client = self.own_client
@@ -249,27 +350,46 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         self._inflight.clear()
 
 
-class Transport(kombu_redis.Transport):  # type: ignore[misc]
-    """Select with ``broker_transport = "cioguard.broker.transport:Transport"`` (see celeryconf)."""
+class _LoopAliveMixin:
+    """Tells the channels' heartbeat threads that the event loop turns."""
 
-    Channel = ReliableChannel
+    cycle: Any
 
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
-        super().register_with_event_loop(connection, loop)
+        super().register_with_event_loop(connection, loop)  # type: ignore[misc]
         cycle: Any = self.cycle
         old = getattr(cycle, "_cioguard_inflight_tref", None)
         if old is not None:
             old.cancel()
         interval = min((ch.heartbeat_s for ch in cycle._channels), default=1.0)
-        cycle._cioguard_inflight_tref = loop.call_repeatedly(interval, self._inflight_tick)
+        cycle._cioguard_inflight_tref = loop.call_repeatedly(interval, self._loop_alive)
 
-    def _inflight_tick(self) -> None:
+    def _loop_alive(self) -> None:
+        """Tell the heartbeat threads the event loop turns (they stop vouching when it hangs)."""
         cycle: Any = self.cycle
         for channel in list(cycle._channels):
-            try:
-                channel.inflight_tick()
-            except channel.connection_errors:
-                return  # the event loop reconnects; the next tick beats again
+            channel.loop_alive()
+
+
+class Transport(_LoopAliveMixin, kombu_redis.Transport):  # type: ignore[misc]
+    """Select with ``broker_transport = "cioguard.broker.transport:Transport"`` (see celeryconf)."""
+
+    Channel = ReliableChannel
+
+
+class ReliableSentinelChannel(ReliableChannel, kombu_redis.SentinelChannel):  # type: ignore[misc]
+    """The reliable channel on a master found through Redis Sentinel (kombu's pool logic)."""
+
+    from_transport_options = (
+        *kombu_redis.SentinelChannel.from_transport_options,
+        "inflight_stale_after",
+    )
+
+
+class SentinelTransport(_LoopAliveMixin, kombu_redis.SentinelTransport):  # type: ignore[misc]
+    """``sentinel://`` URLs: kombu's Sentinel transport with the reliable channel."""
+
+    Channel = ReliableSentinelChannel
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import redis
@@ -34,6 +34,8 @@ from sqlalchemy import Connection, create_engine, inspect, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from cioguard.broker import failures
+from cioguard.broker.clients import redis_client
 from cioguard.config import Settings
 from cioguard.errors import ConfigurationError
 
@@ -87,26 +89,40 @@ def _where(url: str) -> str:
 
 
 def check_broker(settings: Settings) -> Finding:
-    """Redis answers a PING and does not evict keys (an evicted key is a lost job)."""
+    """Redis answers a PING as a writable master (not a replica, not a Cluster node), does not
+    evict keys (an evicted key is a lost job), and says why when it does not answer."""
     where = _where(settings.broker_url)
-    client = redis.Redis.from_url(
+    client = redis_client(
         settings.broker_url, socket_connect_timeout=TIMEOUT_S, socket_timeout=TIMEOUT_S
     )
     try:
         client.ping()
         config = _redis_config(client)
-        version = str(client.info("server").get("redis_version", ""))
+        info = client.info()
     except (redis.RedisError, OSError) as exc:
+        why = failures.describe(exc)
+        verb = "does not answer" if failures.classify(exc) == failures.UNREACHABLE else "fails:"
         return Finding(
-            "broker", False, f"Redis at {where} does not answer ({type(exc).__name__}): "
-            "check CIOGUARD_BROKER_URL and that Redis runs",
-        )  # fmt: skip
+            "broker", False, f"Redis at {where} {verb} {why.removeprefix('did not answer ')}"
+        )
     finally:
         client.close()
+    version = str(info.get("redis_version", ""))
     if not redis_version_ok(version):
         return Finding(
             "broker", False, f"Redis at {where} is {version or 'of an unknown version'}: cioguard "
             f"needs {'.'.join(map(str, MIN_REDIS))} or newer (its consumers pop with BLMOVE)",
+        )  # fmt: skip
+    if info.get("role") != "master":
+        return Finding(
+            "broker", False, f"Redis at {where} is a read-only replica: point "
+            "CIOGUARD_BROKER_URL at the master, or at the sentinels (sentinel://) to follow "
+            "failovers",
+        )  # fmt: skip
+    if str(info.get("cluster_enabled", "0")) == "1":
+        return Finding(
+            "broker", False, f"Redis at {where} is a Redis Cluster node: cioguard's queue scripts "
+            "use several keys at once, which Cluster refuses; use one master (with Sentinel)",
         )  # fmt: skip
     policy = config.get("maxmemory-policy")
     if policy not in (None, "noeviction"):
@@ -116,7 +132,17 @@ def check_broker(settings: Settings) -> Finding:
         )  # fmt: skip
     aof = config.get("appendonly")
     note = "; AOF is off: queued jobs are lost if Redis restarts" if aof == "no" else ""
+    if _tls_unverified(settings.broker_url):
+        note += "; WARNING: TLS certificate verification is off (ssl_cert_reqs): anyone on the "
+        note += "path can read the jobs; use ?ssl_ca_certs=/path/ca.pem instead"
     return Finding("broker", True, f"Redis at {where} answers (maxmemory-policy {policy}){note}")
+
+
+def _tls_unverified(url: str) -> bool:
+    """A ``rediss://`` URL that turns certificate verification off (or makes it optional)."""
+    parts = urlsplit(url)
+    reqs = {k.lower(): v.lower() for k, v in parse_qsl(parts.query)}.get("ssl_cert_reqs")
+    return parts.scheme == "rediss" and reqs in ("none", "optional", "cert_none", "cert_optional")
 
 
 MIN_REDIS = (6, 2)

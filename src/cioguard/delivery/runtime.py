@@ -16,6 +16,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from cioguard.audit.store import AuditStore
+from cioguard.broker.clients import redis_client as broker_redis_client
 from cioguard.broker.envelope import Envelope
 from cioguard.config import Settings, get_settings
 from cioguard.delivery.credentials import CredentialSource, source_from_spec
@@ -57,7 +58,7 @@ class Runtime:
 
 def build_runtime(settings: Settings) -> Runtime:
     policy = load_policy(settings.policy_path)
-    redis_client = redis.Redis.from_url(
+    redis_client = broker_redis_client(
         settings.broker_url, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), 2),  # fail in ~2 s, the task retries
     )  # fmt: skip

@@ -19,7 +19,9 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from cioguard.audit.store import AuditStore
+from cioguard.broker import failures
 from cioguard.broker.celeryconf import DELIVER_TASK, ERASE_TASK, PUBLISH_RETRY_POLICY, build_celery
+from cioguard.broker.clients import redis_client
 from cioguard.broker.envelope import Envelope
 from cioguard.broker.jobs import SEALED_REPR, Job, new_job_id
 from cioguard.config import Settings, get_settings
@@ -58,7 +60,7 @@ class Producer:
     @property
     def tombstones(self) -> Tombstones:
         if self._tombstones is None:
-            client = redis.Redis.from_url(
+            client = redis_client(
                 self.settings.broker_url, socket_connect_timeout=3, socket_timeout=5
             )
             self._tombstones = Tombstones(client, self.audit)
@@ -112,7 +114,7 @@ class Producer:
             self.tombstones.add(hashed)
         except (redis.RedisError, OSError) as exc:
             raise BrokerUnavailableError(
-                f"the broker (CIOGUARD_BROKER_URL) did not answer ({type(exc).__name__}); "
+                f"the broker (CIOGUARD_BROKER_URL) {failures.describe(exc)}; "
                 "the deletion request is recorded with its job but not enqueued yet: workers "
                 "enqueue it when the broker answers again (after CIOGUARD_REQUEUE_AFTER_S)"
             ) from None
@@ -161,8 +163,8 @@ class Producer:
             self.tombstones.remove(hashed)
         except (redis.RedisError, OSError) as exc:
             raise BrokerUnavailableError(
-                f"the lift is recorded, but the broker (CIOGUARD_BROKER_URL) did not answer "
-                f"({type(exc).__name__}) to clear the tombstone cache: run the lift again"
+                f"the lift is recorded, but the broker (CIOGUARD_BROKER_URL) "
+                f"{failures.describe(exc)} to clear the tombstone cache: run the lift again"
             ) from None
         if status.mode in ("suppress", "suppress_and_delete"):
             self._enqueue(self._job("unsuppress", pid), DELIVER_TASK)
@@ -192,9 +194,9 @@ class Producer:
                 task_name, args=[sealed], task_id=job_id, argsrepr=SEALED_REPR, kwargsrepr="{}",
                 retry=True, retry_policy=PUBLISH_RETRY_POLICY,
             )  # fmt: skip
-        except (OperationalError, OSError) as exc:
+        except (OperationalError, OSError, redis.RedisError) as exc:
             raise BrokerUnavailableError(
-                f"the broker (CIOGUARD_BROKER_URL) did not answer ({type(exc).__name__}); "
+                f"the broker (CIOGUARD_BROKER_URL) {failures.describe(exc)}; "
                 "the job was not enqueued"
             ) from None
         return job_id
