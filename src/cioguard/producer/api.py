@@ -138,14 +138,11 @@ class Producer:
         if sealed is None:  # a request recorded before requests kept their job
             hashed = person_hash(self.hash_key, pid)
             sealed = self.erase_sealer({hashed: pid})(hashed, opened, {})
-        try:
-            self.send_sealed(sealed, opened.job_id, ERASE_TASK)
-        except BrokerUnavailableError:
-            raise BrokerUnavailableError(
-                "the broker (CIOGUARD_BROKER_URL) did not answer; the deletion request is "
-                "recorded with its job but not enqueued yet: workers enqueue it when the broker "
-                "answers again (after CIOGUARD_REQUEUE_AFTER_S)"
-            ) from None
+        self.send_sealed(
+            sealed, opened.job_id, ERASE_TASK,
+            consequence="the deletion request is recorded with its job but not enqueued yet: "
+            "workers enqueue it when the broker answers again (after CIOGUARD_REQUEUE_AFTER_S)",
+        )  # fmt: skip
         with contextlib.suppress(AuditUnavailableError):  # at worst a second copy is published
             outbox.mark_published(self.audit, [opened.request_id])
 
@@ -188,7 +185,14 @@ class Producer:
     def _enqueue(self, job: Job, task_name: str) -> str:
         return self.send_sealed(self.envelope.seal(job.to_payload()), job.job_id, task_name)
 
-    def send_sealed(self, sealed: str, job_id: str, task_name: str) -> str:
+    def send_sealed(
+        self,
+        sealed: str,
+        job_id: str,
+        task_name: str,
+        *,
+        consequence: str = "the job was not enqueued",
+    ) -> str:
         try:
             self.celery.send_task(
                 task_name, args=[sealed], task_id=job_id, argsrepr=SEALED_REPR, kwargsrepr="{}",
@@ -196,8 +200,7 @@ class Producer:
             )  # fmt: skip
         except (OperationalError, OSError, redis.RedisError) as exc:
             raise BrokerUnavailableError(
-                f"the broker (CIOGUARD_BROKER_URL) {failures.describe(exc)}; "
-                "the job was not enqueued"
+                f"the broker (CIOGUARD_BROKER_URL) {failures.describe(exc)}; {consequence}"
             ) from None
         return job_id
 
