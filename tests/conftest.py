@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 import redis
 
 from cioguard.broker.envelope import new_key
+from cioguard.broker.ownership import Heartbeat
 from cioguard.config import Settings
 from cioguard.producer.api import Producer
 from cioguard.sandbox.client import SandboxServer
@@ -23,6 +25,17 @@ from cioguard.sandbox.devstack import RedisServer, WorkerProcess
 from cioguard.sandbox.state import FaultConfig
 
 PG_URL = os.environ.get("CIOGUARD_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(autouse=True)
+def _no_consumer_heartbeat_outlives_its_test() -> Iterator[None]:
+    """A test's in-process consumers beat in a thread until their channel closes; stop any a
+    test left open, so it cannot write the broker's bookkeeping keys into a later test."""
+    yield
+    for thread in threading.enumerate():
+        if isinstance(thread, Heartbeat):
+            thread.stop()
+            thread.join(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -37,3 +38,17 @@ def wait_until(
 
 def wait_for_finals(store: AuditStore, count: int, *, timeout_s: float = 120) -> None:
     wait_until(lambda: final_count(store) >= count, timeout_s=timeout_s, what=f"{count} final rows")
+
+
+def delivered_in_log(text: str) -> int:
+    """Jobs a worker log reports delivered: the sum over its one-per-batch "batch settled"
+    lines (per-job outcome lines are at DEBUG)."""
+    total = 0
+    for line in text.splitlines():
+        if not line.startswith("{"):
+            continue
+        entry = json.loads(line)
+        if entry.get("msg") == "batch settled":
+            counts = dict(part.split("=", 1) for part in str(entry.get("outcomes", "")).split())
+            total += int(counts.get("delivered", 0))
+    return total

@@ -23,7 +23,7 @@ from cioguard.audit.store import utcnow
 from cioguard.producer.api import Producer
 from cioguard.sandbox.client import SandboxServer
 from cioguard.sandbox.devstack import WorkerProcess, free_port
-from tests.helpers import wait_for_finals, wait_until
+from tests.helpers import delivered_in_log, wait_for_finals, wait_until
 
 pytestmark = pytest.mark.e2e
 RESPONSES = "cioguard_customerio_responses_total"
@@ -98,12 +98,13 @@ def test_metrics_reflect_the_jobs_a_prefork_worker_ran(
     assert not any("m-" in name or "poison" in name for name, _ in found)
     assert not any("poison" in v or "m-gone" in v for _, labels in found for _, v in labels)
 
-    # the pool processes log one JSON line per finished job, with context and no person id
+    # the pool processes log one JSON line per batch with its counts, and one per dead letter
+    # with its context; never a person id
     log = (tmp_path / "worker-0.log").read_text()
     entries = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
-    delivered = [e for e in entries if e.get("outcome") == "delivered"]
-    assert len(delivered) == 9
-    assert all({"job_id", "kind", "person_hash"} <= e.keys() for e in delivered)
+    assert delivered_in_log(log) == 9
+    dead = [e for e in entries if e.get("outcome") == "dead_lettered"]
+    assert len(dead) == 1 and {"job_id", "kind", "person_hash"} <= dead[0].keys()
     assert "poison-1" not in log and "m-gone" not in log
 
 

@@ -24,7 +24,7 @@ from cioguard.producer.api import Producer
 from cioguard.sandbox.client import SandboxServer
 from cioguard.sandbox.devstack import WorkerProcess
 from cioguard.sandbox.state import FaultConfig
-from tests.helpers import final_rows, wait_for_finals
+from tests.helpers import delivered_in_log, final_rows, wait_for_finals
 
 pytestmark = pytest.mark.e2e
 
@@ -51,8 +51,7 @@ def strict_cio(cio: SandboxServer) -> Iterator[SandboxServer]:
 
 def delivered_lines(worker: WorkerProcess) -> int:
     assert worker.log_path is not None
-    text = worker.log_path.read_text(errors="replace")
-    return sum('"outcome": "delivered"' in line for line in text.splitlines())
+    return delivered_in_log(worker.log_path.read_text(errors="replace"))
 
 
 @pytest.mark.parametrize("batch", BATCH_MODES)
