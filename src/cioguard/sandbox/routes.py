@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from cioguard.sandbox.pipelines import pipelines_routes
 from cioguard.sandbox.state import SandboxState
 from cioguard.sandbox.wire import (
     BATCH_MAX_BYTES,
@@ -284,6 +285,7 @@ def build_app(state: SandboxState) -> Starlette:
         Route("/_sandbox/events", control.events, methods=["GET"]),
         Route("/_sandbox/requests", control.requests, methods=["GET"]),
         Route("/_sandbox/event-ids", control.event_ids, methods=["GET"]),
+        *pipelines_routes(state),  # the Pipelines API (/v1/...) on the same state
         Route("/{path:path}", track.handle, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
     ]
     return Starlette(routes=routes)
