@@ -1,4 +1,5 @@
-"""The whole path: producer -> real Redis -> real worker process -> TLS sandbox -> audit."""
+"""The whole path: producer -> real Redis -> real worker process -> TLS sandbox -> audit, for
+each Customer.io API (the ``api`` fixture, ``tests/e2e/conftest.py``)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def test_identify_track_delete_end_to_end(
     start_worker: Callable[..., WorkerProcess],
     cio: SandboxServer,
     batch: str,
+    api: str,
 ) -> None:
     start_worker(CIOGUARD_BATCH=batch)
     ids = [producer.identify(f"user-{i}", {"email": f"u{i}@example.com", "plan": "pro",
@@ -53,7 +55,7 @@ def test_identify_track_delete_end_to_end(
 
 
 def test_one_final_row_per_job_for_1000_identifies_and_100_deletions(
-    producer: Producer, start_worker: Callable[..., WorkerProcess], cio: SandboxServer
+    producer: Producer, start_worker: Callable[..., WorkerProcess], cio: SandboxServer, api: str
 ) -> None:
     start_worker(concurrency=2)
     jobs = [producer.identify(f"bulk-{i}", {"email": f"b{i}@example.com"}) for i in range(1000)]
