@@ -30,6 +30,7 @@ BENCHMARKS = {
     "batching": "bench.batching",
     "bulk_erasure": "bench.erasure",
     "scaling": "bench.scaling",
+    "apis": "bench.apis",
 }
 RERUN_BUDGET_S = 11 * 60
 

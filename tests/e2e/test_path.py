@@ -92,3 +92,24 @@ def test_audit_rows_in_postgresql(
     assert {"audit_log", "deletion_requests", "tombstones", "dead_letters"} <= set(reflected.tables)
     producer.audit.dispose()
     store.dispose()
+
+
+def test_1000_identifies_1000_events_and_100_erasures_one_final_row_each(
+    producer: Producer, start_worker: Callable[..., WorkerProcess], cio: SandboxServer, api: str
+) -> None:
+    """The issue's done-when figures, for each API (with Pipelines: zero spec violations,
+    asserted by the ``api`` fixture at teardown)."""
+    start_worker(concurrency=2)
+    jobs = [producer.identify(f"dw-{i}", {"email": f"dw{i}@example.com"}) for i in range(1000)]
+    jobs += [producer.track(f"dw-{i}", "ordered", {"n": i}) for i in range(1000)]
+    requests = [producer.delete_person(f"dw-gone-{i}") for i in range(100)]
+
+    wait_for_finals(producer.audit, 2100, timeout_s=240)
+    rows = final_rows(producer.audit)
+    counts = collections.Counter(r["final_job_id"] for r in rows)
+    assert len(rows) == 2100 and set(jobs) <= set(counts) and max(counts.values()) == 1
+    assert {r["outcome"] for r in rows if r["final_job_id"] in set(jobs)} == {"delivered"}
+    assert all(producer.deletion_status(r).state == "completed" for r in requests)
+    stats = cio.control.stats()
+    assert stats["people"] == 1000 and stats["events_unique"] == 1000
+    assert stats["suppressed"] == 100
