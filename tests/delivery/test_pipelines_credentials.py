@@ -94,3 +94,32 @@ def test_env_source_needs_the_pipelines_key(monkeypatch: pytest.MonkeyPatch) -> 
 def test_the_key_stays_out_of_the_settings_repr() -> None:
     key = "pipelines-secret-canary-91c2"
     assert key not in repr(Settings(CUSTOMERIO_PIPELINES_API_KEY=key))  # type: ignore[call-arg]
+
+
+def test_the_runtime_picks_the_pipelines_destination_and_refreshes_its_key(
+    sandbox: SandboxServer, secrets_dir: Path, keys: PipelinesControl, redis_url: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    from cioguard.broker.envelope import new_key
+    from cioguard.delivery.runtime import build_runtime
+
+    base = settings(sandbox, secrets_dir).model_dump(by_alias=True)
+    full = Settings(**{**base, "CIOGUARD_BROKER_URL": redis_url,
+                       "CIOGUARD_AUDIT_URL": f"sqlite:///{tmp_path / 'audit.db'}",
+                       "CIOGUARD_HASH_KEY": "k" * 8 + "0123456789abcdefghijklmnopqrstuv",
+                       "CIOGUARD_PAYLOAD_KEY": new_key()})  # fmt: skip
+    rt = build_runtime(full)
+    try:
+        assert rt.destination.name == "pipelines" and isinstance(rt.client, PipelinesClient)
+        assert (rt.limiter.spec.name, rt.limiter.spec.rate_per_s) == ("pipelines", 900.0)
+        keys.set_keys(["rotated-in-runtime"])
+        (secrets_dir / PIPELINES_KEY_VAR).write_text("rotated-in-runtime")
+        with pytest.raises(CredentialsError):
+            rt.client.check()
+        rt.credentials.min_refresh_interval_s = 0
+        rt.refresh_credentials()
+        assert rt.client.check() == 200
+    finally:
+        rt.client.close()
+        rt.audit.dispose()
+        rt.redis.close()
