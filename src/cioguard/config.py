@@ -1,7 +1,11 @@
-"""Typed settings, read once from the environment.
+"""Typed settings, read once from the environment (and ``.env``).
 
-One frozen object built from environment variables (and, for Customer.io credentials, from the
-secret source chosen by ``CIOGUARD_SECRETS``). Invalid values are refused at start with a
+One frozen object built from environment variables, then from a ``.env`` file in the working
+directory when there is one (pydantic-settings' ``env_file``; the environment wins over the
+file, and empty values count as unset), and for Customer.io credentials from the secret source
+chosen by ``CIOGUARD_SECRETS``. (The ``cioguard`` command also loads ``.env`` into its process
+environment, the environment again winning, because the ``env`` secret source, Celery and
+Flower read the environment themselves.) Invalid values are refused at start with a
 :class:`~cioguard.errors.ConfigurationError` that names the variable and the expected form, and
 never echoes the value (it may be a secret). Secrets are ``SecretStr`` so they stay out of
 ``repr`` and logs.
@@ -13,6 +17,7 @@ Customer.io credentials, which come from the secret source (:mod:`cioguard.deliv
 from __future__ import annotations
 
 import functools
+import ipaddress
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -26,6 +31,8 @@ from sqlalchemy.exc import ArgumentError
 from cioguard.errors import ConfigurationError
 
 MIN_HASH_KEY_BYTES = 32
+ENV_FILE = ".env"
+"""Read from the working directory when present; a variable set in the environment wins."""
 
 _EXPECTED: dict[str, str] = {
     "CUSTOMERIO_REGION": "'us' or 'eu'",
@@ -42,7 +49,10 @@ _EXPECTED: dict[str, str] = {
     "CIOGUARD_MAX_ATTEMPTS": "a whole number >= 1",
     "CIOGUARD_MAX_AGE_S": "a positive number of seconds",
     "CIOGUARD_VISIBILITY_TIMEOUT_S": "a whole number of seconds >= 5",
+    "CIOGUARD_REQUEUE_AFTER_S": "a number of seconds >= 1",
     "CIOGUARD_METRICS_PORT": "a TCP port number (1-65535)",
+    "CIOGUARD_METRICS_ADDR": "an IP address to bind, e.g. 127.0.0.1 or 0.0.0.0",
+    "CIOGUARD_TASK_EVENTS": "0 or 1",
     "CIOGUARD_BATCH": "0 or 1",
     "CIOGUARD_CA_BUNDLE": "the path of a readable PEM file",
     "CIOGUARD_POLICY": "the path of a readable TOML policy file",
@@ -71,8 +81,9 @@ class Settings(BaseSettings):
     """Every setting cioguard reads. Field aliases are the environment variable names."""
 
     model_config = SettingsConfigDict(
-        frozen=True, extra="ignore", populate_by_name=True, env_ignore_empty=True
-    )
+        frozen=True, extra="ignore", populate_by_name=True, env_ignore_empty=True,
+        env_file=ENV_FILE, env_file_encoding="utf-8",
+    )  # fmt: skip
 
     region: Literal["us", "eu"] = Field("us", alias="CUSTOMERIO_REGION")
     webhook_secret: SecretStr | None = Field(None, alias="CUSTOMERIO_WEBHOOK_SECRET")
@@ -94,8 +105,11 @@ class Settings(BaseSettings):
     max_attempts: int = Field(12, ge=1, alias="CIOGUARD_MAX_ATTEMPTS")
     max_age_s: float = Field(24 * 3600.0, gt=0, alias="CIOGUARD_MAX_AGE_S")
     visibility_timeout_s: int = Field(900, ge=5, alias="CIOGUARD_VISIBILITY_TIMEOUT_S")
+    requeue_after_s: float = Field(300.0, ge=1, alias="CIOGUARD_REQUEUE_AFTER_S")
     batch: bool = Field(True, alias="CIOGUARD_BATCH")
     metrics_port: int | None = Field(None, ge=1, le=65535, alias="CIOGUARD_METRICS_PORT")
+    metrics_addr: str = Field("127.0.0.1", alias="CIOGUARD_METRICS_ADDR")
+    task_events: bool = Field(True, alias="CIOGUARD_TASK_EVENTS")
     sentry_dsn: SecretStr | None = Field(None, alias="SENTRY_DSN")
     environment: str = Field("production", alias="CIOGUARD_ENVIRONMENT")
     log_format: Literal["auto", "json", "text"] = Field("auto", alias="CIOGUARD_LOG_FORMAT")
@@ -122,6 +136,12 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: str) -> str:
         if urlsplit(value).scheme not in ("redis", "rediss"):
             raise ValueError("not a redis:// URL")
+        return value
+
+    @field_validator("metrics_addr")
+    @classmethod
+    def _ip_address(cls, value: str) -> str:
+        ipaddress.ip_address(value)  # raises ValueError on anything but an IP address
         return value
 
     @field_validator("audit_url")

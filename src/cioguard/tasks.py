@@ -40,6 +40,7 @@ from cioguard.delivery.runtime import Runtime, get_runtime
 from cioguard.delivery.settle import Item, ItemResult
 from cioguard.errors import AuditUnavailableError, RetryableError
 from cioguard.ops import metrics
+from cioguard.ops.logs import failure_fields
 
 log = logging.getLogger("cioguard.tasks")
 RUNTIME_RETRY_S = 30.0
@@ -151,8 +152,7 @@ def _delay(rt: Runtime, job: Job, exc: Exception, attempt: int) -> float:
     log.info(
         "job retrying",
         extra={
-            "job_id": job.job_id, "kind": job.kind, "error_class": type(exc).__name__,
-            "error": str(exc),  # our errors' text is PII-free by construction (errors.py)
+            "job_id": job.job_id, "kind": job.kind, **failure_fields(exc),
             "countdown_s": round(delay, 3),
         },
     )  # fmt: skip

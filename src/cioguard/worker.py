@@ -35,6 +35,7 @@ def _checked_settings() -> Settings:
 
 settings = _checked_settings()
 app = build_celery(settings)
+app.conf.worker_send_task_events = settings.task_events  # Flower sees every job (-E by default)
 
 import cioguard.webhooks.handlers  # noqa: E402,F401  (registers cioguard.webhook)
 from cioguard import tasks  # noqa: E402
@@ -66,10 +67,27 @@ def _on_pool_process_init(**_: Any) -> None:
     init_process(settings, role="worker-process")
 
 
+_relay: list[Any] = []
+
+
 @signals.worker_ready.connect
 def _on_worker_ready(**_: Any) -> None:
+    from cioguard.delivery.relay import OutboxRelay
+
     if settings.metrics_port:
-        metrics.start_server(settings.metrics_port, settings.audit_url)
+        metrics.start_server(
+            settings.metrics_port, settings.audit_url, addr=settings.metrics_addr,
+            broker_url=settings.broker_url,
+        )  # fmt: skip
+    relay = OutboxRelay(app, settings)
+    relay.start()
+    _relay.append(relay)
+
+
+@signals.worker_shutdown.connect
+def _on_worker_shutdown(**_: Any) -> None:
+    for relay in _relay:
+        relay.stop()
 
 
 @signals.worker_process_shutdown.connect

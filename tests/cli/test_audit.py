@@ -60,12 +60,12 @@ def test_verify_names_the_first_bad_row_and_exits_1(store: AuditStore) -> None:
     assert result.exit_code == 1 and "seq 1" in result.stderr
 
 
-def test_verify_without_tables_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_verify_without_tables_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CIOGUARD_AUDIT_URL", f"sqlite:///{tmp_path / 'empty.db'}")
     get_settings.cache_clear()
     result = CliRunner().invoke(app, ["audit", "verify"])
     get_settings.cache_clear()
-    assert result.exit_code == 2 and "audit store unavailable" in result.stderr
+    assert result.exit_code == 1 and "audit store unavailable" in result.stderr
 
 
 def test_export_jsonl_and_csv_hold_the_keyed_hash_not_the_id(

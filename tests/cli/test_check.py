@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,7 +26,7 @@ from cioguard.broker.envelope import new_key
 from cioguard.cli import check
 from cioguard.config import Settings
 from cioguard.sandbox.client import SandboxServer
-from cioguard.sandbox.devstack import free_port
+from cioguard.sandbox.devstack import WorkerProcess, free_port
 from tests.conftest import settings_from
 
 FLOWER_AUTH = "ops:correct-horse-battery-staple"
@@ -416,8 +416,9 @@ def run_check(environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_cioguard_check_is_all_green_on_a_complete_installation(
-    green_env: dict[str, str],
+    green_env: dict[str, str], start_worker: Callable[..., WorkerProcess]
 ) -> None:
+    worker = start_worker(concurrency=1)
     done = run_check(green_env)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.strip().splitlines()
@@ -426,9 +427,11 @@ def test_cioguard_check_is_all_green_on_a_complete_installation(
     names = {line.split(":", 1)[0].split(None, 1)[1] for line in lines[:-1]}
     assert names >= {
         "broker", "audit store", "customer.io credentials", "customer.io region", "hash key",
-        "payload key", "policy", "webhook secret", "flower auth", "flower",
+        "payload key", "policy", "webhook secret", "flower auth", "flower", "workers", "backlog",
+        "dead letters", "erasure",
     }  # fmt: skip
     assert "read-only" in done.stdout
+    assert f"1 worker(s), 1 process(es): {worker.name} (1)" in done.stdout
     for name in ("CIOGUARD_HASH_KEY", "CIOGUARD_PAYLOAD_KEY", "CUSTOMERIO_WEBHOOK_SECRET"):
         assert green_env[name] not in done.stdout + done.stderr
     assert "correct-horse" not in done.stdout + done.stderr

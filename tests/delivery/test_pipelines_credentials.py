@@ -21,6 +21,7 @@ from cioguard.sandbox.pipelines import DEFAULT_PIPELINES_API_KEY, PipelinesContr
 def keys(sandbox: SandboxServer) -> Iterator[PipelinesControl]:
     control = PipelinesControl(sandbox.url, sandbox.ssl_context())
     control.set_keys([DEFAULT_PIPELINES_API_KEY])
+    control.reset()
     yield control
     control.set_keys([DEFAULT_PIPELINES_API_KEY])
     control.close()

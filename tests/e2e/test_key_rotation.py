@@ -122,7 +122,7 @@ def test_a_job_under_a_removed_key_is_kept_sealed_and_replayable(
 
     monkeypatch.setenv("CIOGUARD_PAYLOAD_KEY", f"{current},{removed}")  # the key restored
     get_settings.cache_clear()
-    assert replay.replay(job_id=job_id) == 1
+    assert [old for old, _ in replay.replay(job_id=job_id).replayed] == [job_id]
     wait_for_finals(stale.audit, 2)
     assert cio.control.person("rot-gone-1") == {"email": "gone1@example.test", "plan": "pro"}
     outcomes = sorted(str(r["outcome"]) for r in final_rows(stale.audit))

@@ -57,8 +57,13 @@ def test_key_rotated_mid_run_fails_no_job(
     secrets_dir: Path,
 ) -> None:
     source = f"dir:{secrets_dir}"
+    # batched, small batches at a low rate, so the 600 jobs take dozens of requests and the
+    # rotation below lands mid-run however fast the machine is
+    pace = {"CIOGUARD_RATE_LIMIT": 40} if batch == "0" else {
+        "CIOGUARD_RATE_LIMIT": 10, "CIOGUARD_BATCH_MAX_OPS": 5,
+    }  # fmt: skip
     start_worker(
-        concurrency=2, CIOGUARD_BATCH=batch, CIOGUARD_SECRETS=source, CIOGUARD_RATE_LIMIT=40,
+        concurrency=2, CIOGUARD_BATCH=batch, CIOGUARD_SECRETS=source, **pace,
         CUSTOMERIO_SITE_ID="not-from-env", CUSTOMERIO_TRACK_API_KEY="not-from-env",
     )  # fmt: skip
     identifies = [producer.identify(f"rot-{i}", {"plan": "pro"}) for i in range(PEOPLE)]

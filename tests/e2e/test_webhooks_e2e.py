@@ -220,3 +220,12 @@ def test_erased_people_are_dropped_and_failing_handlers_dead_letter(
     assert not any(erased["event_id"] in line for line in lines)
     assert lines.count(f"{failing['event_id']} spammed") == 4  # 2 attempts, then 2 on replay
     assert_nothing_leaked(email, tmp_path, env)
+    # the logs name the failing handler and its exception type (never its message)
+    entries = [json.loads(x) for x in (tmp_path / "worker-0.log").read_text().splitlines()
+               if x.startswith("{")]  # fmt: skip
+    why = [e for e in entries if e.get("msg") in ("webhook job retrying", "webhook dead_lettered")
+           and e.get("reason") == "handler_failed"]  # fmt: skip
+    assert {e["msg"] for e in why} == {"webhook job retrying", "webhook dead_lettered"}
+    assert {(e["handler"], e["handler_error"]) for e in why} == {
+        ("tests.webhook_handler_fixture.record_event", "ValueError")
+    }

@@ -258,6 +258,9 @@ def test_a_404_from_customerio_counts_as_done(store: AuditStore, mode: str) -> N
             gates=lambda ids, hashes: ({i for i in ids if store.has_final(i)}, set()),
         ),
         limiter=SimpleNamespace(acquire=lambda: 0.0, pause_fleet=lambda s: None),
+        leases=SimpleNamespace(
+            take=lambda held: None, release=lambda held: None, busy=lambda hashes: {}
+        ),
     )  # fmt: skip
     opened = opening.open_request(store, ALICE, reason="erasure", manner="api", mode=mode)
     job = Job(job_id=opened.job_id, kind="delete", person_id="gone-person", person_hash=ALICE,
@@ -273,3 +276,29 @@ def test_a_404_from_customerio_counts_as_done(store: AuditStore, mode: str) -> N
         assert (
             conn.execute(select(audit_log.c.seq).where(audit_log.c.outcome == "failed")).all() == []
         )
+
+
+def test_state_only_moves_forward_a_completed_request_never_reads_in_progress_again(
+    store: AuditStore,
+) -> None:
+    """Copy B of an erase job read ``received``, copy A completed it, then B writes its step."""
+    opened = _open(store)
+    rid, job = opened.request_id, opened.job_id
+    assert deletions.transition(store, rid, "in_progress", job_id=job, attempts=1)
+    assert deletions.transition(store, rid, "completed", job_id=job, attempts=1, final=True)
+    assert not deletions.transition(store, rid, "in_progress", job_id=job, attempts=2)
+    assert not deletions.transition(store, rid, "failed", job_id=job, attempts=2)
+    assert _status(store, rid).state == "completed"
+    outcomes = [r["outcome"] for r in _rows(store, rid)]
+    assert outcomes == ["received", "in_progress", "completed"]
+
+
+def test_a_failed_request_may_be_received_again_but_received_cannot_skip_back(
+    store: AuditStore,
+) -> None:
+    opened = _open(store)
+    rid, job = opened.request_id, opened.job_id
+    assert not deletions.transition(store, rid, "received", job_id=job)  # already received
+    assert deletions.transition(store, rid, "failed", job_id=job, attempts=1)
+    assert deletions.transition(store, rid, "received", job_id="replayed-job")
+    assert _status(store, rid).state == "received"

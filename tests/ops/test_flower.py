@@ -8,7 +8,13 @@ import pytest
 
 import cioguard.ops.flower
 from cioguard.errors import ConfigurationError
-from cioguard.ops.flower import check_environment, flower_command, main, monitor_app
+from cioguard.ops.flower import (
+    check_environment,
+    flower_command,
+    flower_environment,
+    main,
+    monitor_app,
+)
 
 GOOD = {"FLOWER_BASIC_AUTH": "ops:a-long-password-1"}
 
@@ -41,11 +47,28 @@ def test_command_guards_come_last_so_they_win() -> None:
     assert not any("basic" in arg for arg in argv)  # the password stays in the environment
 
 
-def test_main_exits_with_one_line_without_auth(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_main_exits_with_one_line_without_auth(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("FLOWER_BASIC_AUTH", raising=False)
     monkeypatch.delenv("FLOWER_AUTH", raising=False)
-    with pytest.raises(SystemExit, match="configuration error: FLOWER_BASIC_AUTH"):
+    with pytest.raises(SystemExit) as stopped:
         main(["--port", "5599"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.startswith("cioguard: configuration error: FLOWER_BASIC_AUTH")
+
+
+def test_flower_gets_no_key_credential_or_dsn() -> None:
+    environ = {
+        "PATH": "/usr/bin", "HOME": "/home/x", "CIOGUARD_BROKER_URL": "redis://r:6379/0",
+        "FLOWER_BASIC_AUTH": "ops:a-long-password", "CIOGUARD_PAYLOAD_KEY": "k",
+        "CIOGUARD_HASH_KEY": "h", "CUSTOMERIO_TRACK_API_KEY": "c", "SENTRY_DSN": "d",
+        "CIOGUARD_AUDIT_URL": "postgresql+psycopg://u:pw@h/db", "POSTGRES_PASSWORD": "pw",
+    }  # fmt: skip
+    assert flower_environment(environ) == {
+        "PATH": "/usr/bin", "HOME": "/home/x", "CIOGUARD_BROKER_URL": "redis://r:6379/0",
+        "FLOWER_BASIC_AUTH": "ops:a-long-password",
+    }  # fmt: skip
 
 
 def test_the_monitor_app_needs_only_the_broker(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -83,7 +83,8 @@ def test_our_exception_messages_are_rendered() -> None:
 
 def test_whitelist_is_what_the_docs_promise() -> None:
     assert set(CONTEXT_FIELDS) == {
-        "job_id", "kind", "outcome", "person_hash", "status", "error_class", "countdown_s"
+        "job_id", "kind", "outcome", "person_hash", "status", "reason", "error_class", "handler",
+        "handler_error", "countdown_s", "jobs", "outcomes",
     }  # fmt: skip
 
 

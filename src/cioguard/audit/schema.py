@@ -75,6 +75,12 @@ deletion_requests = Table(
     Column("completed_at", DateTime(timezone=True)),
     Column("error_class", String(64)),
     Column("job_id", String(64)),
+    # the outbox: the sealed erase job, kept until the request completes, and when it was last
+    # handed to the broker (None: never, the publish failed) -- see cioguard.erasure.outbox
+    Column("sealed_job", Text),
+    Column("published_at", DateTime(timezone=True)),
+    # set when the tombstone was lifted (the person came back): a later erasure is a new request
+    Column("lifted_at", DateTime(timezone=True)),
 )
 
 tombstones = Table(
@@ -96,4 +102,6 @@ dead_letters = Table(
     Column("http_status", Integer),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("replayed_at", DateTime(timezone=True)),
+    # set when the person's erasure completed: the payload is destroyed, the metadata kept
+    Column("erased_at", DateTime(timezone=True)),
 )

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from ulid import ULID
 
-Kind = Literal["identify", "track", "delete"]
+Kind = Literal["identify", "track", "delete", "unsuppress"]
 PAYLOAD_VERSION = 1
 SEALED_REPR = "('<sealed>',)"  # what Celery events, logs and Flower show as the args
 
@@ -23,9 +23,10 @@ def new_job_id() -> str:
     return str(ULID())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Job:
-    """One identify, track or delete for one person."""
+    """One identify, track or delete for one person. Its ``repr`` is :meth:`redacted`: a job
+    in a log line, a traceback or a debugger shows its kind and id, never its person or data."""
 
     job_id: str
     kind: Kind
@@ -39,6 +40,10 @@ class Job:
     timestamp: int | None = None
     request_id: str | None = None
     original_event_id: str | None = None  # kept when a dead letter is replayed under a new id
+    erasure: dict[str, Any] | None = None
+    """An erase job's request as recorded by the application (regime, reason, manner, mode,
+    received_at, due_at): a worker whose audit store does not know the request records it from
+    here, so erasure never depends on both processes sharing one store."""
 
     @property
     def event_id(self) -> str:
@@ -54,6 +59,9 @@ class Job:
         if data.pop("v", None) != PAYLOAD_VERSION:
             raise ValueError("payload version is not supported by this worker")
         return cls(**data)
+
+    def __repr__(self) -> str:
+        return self.redacted()
 
     def redacted(self) -> str:
         """The form shown in Celery's argsrepr, Flower and logs."""

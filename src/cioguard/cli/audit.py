@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
+
+from cioguard.cli._common import console, err
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
     from cioguard.erasure.requests import DeletionStatus
 
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit trail.")
-console = Console()
-err = Console(stderr=True)
 _DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]
 
 
@@ -132,18 +131,24 @@ def _output(path: Path | None) -> Iterator[TextIO]:
 def purge(
     dry_run: bool = typer.Option(False, "--dry-run", help="only say what would be deleted"),
 ) -> None:
-    """Delete rows and closed requests older than CIOGUARD_RETENTION_DAYS; the chain stays valid."""
+    """Delete rows, closed requests and dead letters older than CIOGUARD_RETENTION_DAYS.
+
+    The chain stays valid."""
     from cioguard.audit.chain import purge as purge_chain
     from cioguard.cli._common import guarded
     from cioguard.config import get_settings
+    from cioguard.delivery import deadletters
 
     days = guarded(lambda: get_settings().retention_days)
-    result = guarded(lambda: purge_chain(open_store(), retention_days=days, dry_run=dry_run))
+    store = open_store()
+    result = guarded(lambda: purge_chain(store, retention_days=days, dry_run=dry_run))
+    letters = guarded(lambda: deadletters.purge(store, before=result.cutoff, dry_run=dry_run))
     verb = "would delete" if dry_run else "deleted"
     span = f" (seq {result.first_seq}-{result.last_seq})" if result.rows else ""
     console.print(f"cutoff {result.cutoff:%Y-%m-%d} ({days} days)", highlight=False)
     console.print(f"{verb} {result.rows} audit row(s){span}", highlight=False)
     console.print(f"{verb} {result.requests} closed erasure request(s)", highlight=False)
+    console.print(f"{verb} {letters} dead letter(s)", highlight=False)
     if result.purge_seq is not None:
         console.print(f"recorded as audit row {result.purge_seq}", highlight=False)
 

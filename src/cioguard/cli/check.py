@@ -169,7 +169,14 @@ def check_audit(settings: Settings) -> Finding:
             "audit store", False, f"{where} is not migrated (missing {', '.join(missing)}): "
             "start a worker once, it migrates the store at start",
         )  # fmt: skip
-    return Finding("audit store", True, f"{where} answers; every table and column is there")
+    shared = (
+        "; a local SQLite file is not shared with processes on other hosts: the application "
+        "needs the workers' store for deletion_status (erasure itself does not depend on it: "
+        "each erase job carries its request)"
+        if on_disk
+        else ""
+    )
+    return Finding("audit store", True, f"{where} answers; every table and column is there{shared}")
 
 
 def _missing_schema(conn: Connection) -> list[str]:

@@ -17,7 +17,6 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import func, select
@@ -25,10 +24,10 @@ from sqlalchemy import func, select
 from cioguard.audit.schema import audit_log
 from cioguard.audit.store import AuditStore
 from cioguard.broker.envelope import new_key
+from cioguard.cli._common import console
 from cioguard.sandbox.client import SandboxServer
 from cioguard.sandbox.devstack import RedisServer, WorkerProcess, redis_answers
 
-console = Console()
 PLANS = ["free", "starter", "pro", "enterprise"]
 
 

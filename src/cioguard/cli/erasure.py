@@ -1,8 +1,7 @@
 """`cioguard delete --file`, `cioguard status ID` and `cioguard deletions ...` (erasure requests).
 
-Registered by :mod:`cioguard.cli.main`. Nothing here prints a person id: bad lines of a bulk file
-are
-named by line number, requests by their request id.
+Registered by :mod:`cioguard.cli.main`. Nothing here prints a person id: bad lines of a bulk
+file are named by line number, requests by their request id.
 """
 
 from __future__ import annotations
@@ -16,10 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich import box
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from cioguard.cli._common import FORMAT_OPTION, Format, console, emit, err
 
 if TYPE_CHECKING:
     from cioguard.audit.store import AuditStore
@@ -28,8 +27,6 @@ if TYPE_CHECKING:
     from cioguard.producer.bulk import ParsedIds, Submitted
 
 deletions_app = typer.Typer(no_args_is_help=True, help="Erasure requests.")
-console = Console()
-err = Console(stderr=True)
 MAX_BAD_LINES_SHOWN = 50
 
 
@@ -103,7 +100,7 @@ def _submit(producer: Producer, ids: list[str], reason: str) -> Submitted:
             )
     except BrokerUnavailableError as exc:
         err.print(f"cioguard: {exc}. Run the same command again to enqueue the rest.")
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
 
 
 def _report_bad_lines(parsed: ParsedIds) -> None:
@@ -181,61 +178,79 @@ def status(request_id: str) -> None:
 # -- cioguard deletions ... -----------------------------------------------------------------
 
 
-def _requests_table(rows: list[DeletionStatus]) -> Table:
-    """Fits 80 columns with full request ids (``status ID`` shows the rest)."""
-    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False,
-                  caption="* due date extended")  # fmt: skip
-    table.add_column("request", no_wrap=True)
-    for name in ("state", "regime", "received", "due", "done"):
-        table.add_column(name, no_wrap=True)
-    for st in rows:
-        due = _day(st.effective_due_at) + ("*" if st.extended_to else "")
-        table.add_row(
-            st.request_id, st.state, st.regime, _day(st.received_at), due, _day(st.completed_at)
-        )
-    return table
+EXTENDED_NOTE = "* due date extended"
+REQUEST_COLUMNS = ["request", "state", "regime", "received", "due", "done"]
+
+
+def _request_rows(rows: list[DeletionStatus], fmt: Format) -> list[dict[str, object]]:
+    """Table cells mark an extended due date with ``*``; JSON/CSV say it in ``extended``."""
+    table = fmt is Format.table
+    return [
+        {
+            "request": st.request_id, "state": st.state, "regime": st.regime,
+            "received": _day(st.received_at) if table else _iso(st.received_at),
+            "due": (_day(st.effective_due_at) + ("*" if st.extended_to else "")) if table
+            else _iso(st.effective_due_at),
+            "done": _day(st.completed_at) if table else _iso(st.completed_at),
+            "extended": st.extended_to is not None,
+        }
+        for st in rows
+    ]  # fmt: skip
+
+
+def _print_requests(rows: list[DeletionStatus], fmt: Format, empty: str) -> None:
+    columns = REQUEST_COLUMNS if fmt is Format.table else [*REQUEST_COLUMNS, "extended"]
+    notes = {EXTENDED_NOTE: any(st.extended_to for st in rows)}
+    emit(_request_rows(rows, fmt), columns, fmt, empty=empty, footnotes=notes)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") if value else None
 
 
 @deletions_app.command("list")
 def deletions_list(
     state: str | None = typer.Option(None, help="received, in_progress, completed or failed"),
-    limit: int = typer.Option(200, help="at most this many, newest first"),
+    limit: int = typer.Option(200, min=1, help="at most this many, newest first"),
+    fmt: Format = FORMAT_OPTION,
 ) -> None:
     """List erasure requests, newest first."""
     from cioguard.cli._common import guarded
     from cioguard.erasure import requests as deletions
 
     rows = guarded(lambda: deletions.list_requests(_store(), state=state, limit=limit))
-    console.print(_requests_table(rows) if rows else "No erasure request.")
+    _print_requests(rows, fmt, "No erasure request.")
 
 
 @deletions_app.command("overdue")
 def deletions_overdue(
-    within_days: int = typer.Option(3, help="also list requests due within this many days"),
+    within_days: int = typer.Option(3, min=0, help="also list requests due within this many days"),
     alert: bool = typer.Option(False, "--alert", help="send one Sentry event per request"),
     every_s: int = typer.Option(
         0, "--every-s", help="repeat every N seconds, forever (a watch for compose/cron-less hosts)"
     ),
+    fmt: Format = FORMAT_OPTION,
 ) -> None:
     """List erasure requests past or near their legal due date (exit 1 if any)."""
     import time
 
     while True:
-        found = _overdue_once(within_days, alert)
+        found = _overdue_once(within_days, alert, fmt)
         if every_s <= 0:
             raise typer.Exit(1 if found else 0)
         time.sleep(every_s)
 
 
-def _overdue_once(within_days: int, alert: bool) -> bool:
+def _overdue_once(within_days: int, alert: bool, fmt: Format = Format.table) -> bool:
     from cioguard.cli._common import guarded
     from cioguard.erasure import requests as deletions
 
     rows = guarded(lambda: deletions.overdue(_store(), within=timedelta(days=within_days)))
-    console.print(_requests_table(rows) if rows else "No erasure request is overdue or due soon.")
+    _print_requests(rows, fmt, "No erasure request is overdue or due soon.")
     if alert and rows:
         _alert(rows)
-    return bool(rows)
+    waiting = guarded(_waiting_line)
+    return bool(rows) or bool(waiting)
 
 
 def _alert(rows: list[DeletionStatus]) -> None:
@@ -273,6 +288,81 @@ def _extend(request_id: str, days: int, reason: str) -> DeletionStatus:
 
     try:
         return deletions.extend(_store(), request_id, days=days, reason=reason)
+    except LookupError:
+        raise fail(f"no deletion request with id {request_id}", 1) from None
+    except InvalidInputError as exc:
+        raise fail(str(exc), 1) from None
+
+
+@deletions_app.command("requeue")
+def deletions_requeue(
+    request_id: str | None = typer.Argument(None, help="one request id (whatever its age)"),
+    stale: bool = typer.Option(
+        False, "--stale", help="every request waiting longer than CIOGUARD_REQUEUE_AFTER_S"
+    ),
+) -> None:
+    """Publish again, from the outbox, requests whose job never reached the broker."""
+    from cioguard.cli._common import fail, guarded
+
+    if not request_id and not stale:
+        raise fail("give a request id or --stale")
+    sent = guarded(lambda: _requeue(request_id))
+    console.print(f"re-published {sent} erasure request(s)")
+    raise typer.Exit(0 if sent or stale else 1)
+
+
+def _requeue(request_id: str | None) -> int:
+    from cioguard.delivery.relay import publisher
+    from cioguard.erasure import outbox
+    from cioguard.producer.api import get_producer
+
+    producer = get_producer()
+    after = producer.settings.requeue_after_s
+    return outbox.requeue(
+        producer.audit, publisher(producer.celery), older_than_s=after, request_id=request_id
+    )
+
+
+def _waiting_line() -> int:
+    """How many requests are recorded but not handed to the broker for too long (printed)."""
+    from cioguard.config import get_settings
+    from cioguard.erasure import outbox
+
+    after = get_settings().requeue_after_s
+    waiting = outbox.waiting(_store(), older_than_s=after)
+    if waiting:
+        console.print(
+            f"{len(waiting)} request(s) recorded but not handed to the broker for more than "
+            f"{after:g} s (CIOGUARD_REQUEUE_AFTER_S): workers re-publish them; "
+            "`cioguard deletions requeue --stale` does it now"
+        )
+    return len(waiting)
+
+
+@deletions_app.command("lift")
+def deletions_lift(
+    request_id: str,
+    reason: str = typer.Option(..., help="why the person is back (kept in the trail; no PII)"),
+) -> None:
+    """Lift a completed erasure's tombstone when the person legitimately comes back.
+
+    The person id is read from standard input (never from the command line, which shell
+    history and process lists keep) and must be the request's person.
+    """
+    from cioguard.cli._common import guarded
+
+    person_id = sys.stdin.readline().rstrip("\n")
+    guarded(lambda: _lift(request_id, person_id, reason))
+    console.print(f"{request_id}: tombstone lifted; identify and track are sent again")
+
+
+def _lift(request_id: str, person_id: str, reason: str) -> None:
+    from cioguard.cli._common import fail
+    from cioguard.errors import InvalidInputError
+    from cioguard.producer.api import get_producer
+
+    try:
+        get_producer().lift_erasure(request_id, person_id, reason=reason)
     except LookupError:
         raise fail(f"no deletion request with id {request_id}", 1) from None
     except InvalidInputError as exc:

@@ -10,10 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cioguard.cli._common import console
 from cioguard.errors import CioguardError, ConfigurationError
 
 policy_app = typer.Typer(no_args_is_help=True, help="The sanitization policy.")
-console = Console()
 
 
 @policy_app.command("check")

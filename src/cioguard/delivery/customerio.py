@@ -176,7 +176,7 @@ class TrackClient:
         return f"{url}/{suffix}" if suffix else url
 
     def v2_url(self, endpoint: str) -> str:
-        """``/api/v2/{endpoint}`` on the Track host (``batch`` or ``entity``)."""
+        """``/api/v2/{endpoint}`` on the Track host."""
         root = self._cio.base_url.rsplit("/api/v1", 1)[0]
         return f"{root}/api/v2/{endpoint}"
 
@@ -223,10 +223,6 @@ class TrackClient:
             for error in response.json().get("errors", []):
                 failed[int(error.get("batch_index", -1))] = str(error.get("reason", "invalid"))
         return BatchResult(status=response.status_code, failed=failed)
-
-    def post_entity(self, op: str, body: bytes) -> int:
-        """``POST /api/v2/entity``: one operation, the person named in the body."""
-        return self.send(op, "POST", self.v2_url("entity"), body).status_code
 
     def check_region(self) -> str:
         """``GET /api/v1/accounts/region``: verifies credentials, returns the account region."""

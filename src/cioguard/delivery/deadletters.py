@@ -8,17 +8,22 @@ the same transaction and raises a Sentry event (no PII: ids and classes only).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import sentry_sdk
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cioguard.audit.schema import dead_letters
 from cioguard.audit.store import AuditEntry, AuditStore, utcnow
 
 log = logging.getLogger("cioguard.delivery.deadletters")
+
+
+ERASED_PAYLOAD = ""
+"""What an erased person's dead letter keeps of its payload: nothing."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,7 @@ class DeadLetter:
     created_at: datetime
     replayed_at: datetime | None
     sealed: str
+    erased_at: datetime | None = None
 
 
 def record(
@@ -87,6 +93,53 @@ def list_all(store: AuditStore, *, include_replayed: bool = False) -> list[DeadL
         query = query.where(dead_letters.c.replayed_at.is_(None))
     with store.engine.connect() as conn:
         return [DeadLetter(**row._mapping) for row in conn.execute(query)]
+
+
+def erase_payloads(conn: Connection, store: AuditStore, person_hashes: Sequence[str]) -> int:
+    """Destroy the sealed payloads of these people's dead letters, keeping the metadata (job id,
+    kind, keyed hash, error, times), and record it per person; returns how many were destroyed.
+
+    Called in the transaction that completes their erasure: a dead letter must not keep an
+    erased person's data (the key that opens it may be kept for years by key rotation).
+    """
+    now = utcnow()
+    rows = conn.execute(
+        select(dead_letters.c.person_hash, func.count())
+        .where(dead_letters.c.person_hash.in_(list(person_hashes)))
+        .where(dead_letters.c.erased_at.is_(None))
+        .group_by(dead_letters.c.person_hash)
+    ).all()
+    if not rows:
+        return 0
+    conn.execute(
+        update(dead_letters)
+        .where(dead_letters.c.person_hash.in_([r[0] for r in rows]))
+        .where(dead_letters.c.erased_at.is_(None))
+        .values(sealed=ERASED_PAYLOAD, erased_at=now)
+    )
+    store.append_many(
+        conn,
+        [
+            AuditEntry(
+                kind="dead_letter",
+                outcome="erased",
+                person_hash=str(hashed),
+                detail=f"{count} dead-letter payload(s) destroyed by the erasure",
+            )
+            for hashed, count in rows
+        ],
+    )
+    return sum(int(count) for _, count in rows)
+
+
+def purge(store: AuditStore, *, before: datetime, dry_run: bool = False) -> int:
+    """Delete dead letters created before ``before`` (the retention period); returns how many."""
+    old = dead_letters.c.created_at < before
+    with store.transaction() as conn:
+        count = int(conn.scalar(select(func.count()).where(old)) or 0)
+        if not dry_run and count:
+            conn.execute(delete(dead_letters).where(old))
+    return count
 
 
 def mark_replayed(store: AuditStore, job_id: str, new_job_id: str) -> None:

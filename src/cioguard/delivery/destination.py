@@ -18,7 +18,7 @@ from cioguard.errors import PermanentError
 
 Route = str
 """How one operation travels: ``"batch"`` (inside a batch request) or a single-request route
-the destination names (Track: ``"v1"``, ``"entity"``)."""
+the destination names (Track: ``"v1"``)."""
 BATCH: Route = "batch"
 
 

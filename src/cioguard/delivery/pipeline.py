@@ -18,6 +18,7 @@ Celery-free on purpose: ``tasks.py`` wires this to Celery, and tests can drive i
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -35,7 +36,9 @@ from cioguard.delivery.settle import (
     ItemResult,
     erased_detail,
 )
+from cioguard.erasure import opening
 from cioguard.erasure import requests as deletions
+from cioguard.erasure.leases import PersonInFlightError
 from cioguard.errors import (
     AuditUnavailableError,
     CredentialsError,
@@ -73,7 +76,33 @@ class Planned:
 
 
 def run(rt: Runtime, items: Sequence[Item], *, batching: bool) -> list[ItemResult]:
-    """Deliver identify/track/delete jobs; never raises for one item's sake."""
+    """Deliver identify/track/delete jobs; never raises for one item's sake.
+
+    Identify/track jobs hold a lease on their person from before their erasure check until
+    their outcome (:mod:`cioguard.erasure.leases`), so a ``delete``-mode erasure never runs
+    while one of them could still re-create the profile.
+    """
+    held = [(i.job.person_hash, i.job.job_id) for i in items if i.job.kind != "delete"]
+    try:
+        rt.leases.take(held)
+    except TRANSIENT as exc:
+        return [ItemResult(item, retry=exc) for item in items]
+    try:
+        results = _run(rt, items, batching=batching)
+    finally:
+        rt.leases.release(held)
+    _log_batch(results)
+    return results
+
+
+def _log_batch(results: Sequence[ItemResult]) -> None:
+    """One INFO line per batch: how many jobs ended how (ids and counts only)."""
+    outcomes = Counter(r.outcome or "retrying" for r in results)
+    counts = " ".join(f"{k}={v}" for k, v in sorted(outcomes.items()))
+    log.info("batch settled", extra={"jobs": len(results), "outcomes": counts})
+
+
+def _run(rt: Runtime, items: Sequence[Item], *, batching: bool) -> list[ItemResult]:
     try:
         finals, erased = rt.tombstones.gates(
             [i.job.job_id for i in items], [i.job.person_hash for i in items]
@@ -138,7 +167,7 @@ def _start_erasures(
     """
     settled: list[ItemResult] = []
     modes: dict[str, str] = {}
-    current = deletions.statuses(rt.audit, [i.job.request_id or "" for i in deletes])
+    current = _requests_of(rt, deletes)
     starting: list[deletions.Transition] = []
     for item in deletes:
         job = item.job
@@ -155,8 +184,46 @@ def _start_erasures(
     erasing = [i.job.person_hash for i in deletes if i.job.job_id in modes]
     if erasing:
         rt.tombstones.add(*erasing)
-    deletions.transition_many(rt.audit, starting)
+    waiting = _leased(rt, [i for i in deletes if modes.get(i.job.job_id) == "delete"])
+    for item, wait_s in waiting:
+        del modes[item.job.job_id]
+        settled.append(
+            ItemResult(
+                item,
+                retry=PersonInFlightError(
+                    "a delivery for this person is in flight; the delete waits for it",
+                    retry_after_s=max(1.0, wait_s),
+                ),
+            )
+        )
+    deletions.transition_many(rt.audit, [s for s in starting if s.job_id in modes])
     return settled, modes
+
+
+def _leased(rt: Runtime, deletes: Sequence[Item]) -> list[tuple[Item, float]]:
+    """The ``delete``-mode erasures whose person an in-flight identify/track still holds."""
+    busy = rt.leases.busy([i.job.person_hash for i in deletes])
+    return [(i, busy[i.job.person_hash]) for i in deletes if i.job.person_hash in busy]
+
+
+def _requests_of(rt: Runtime, deletes: Sequence[Item]) -> dict[str, deletions.DeletionStatus]:
+    """The requests of a buffer's erase jobs; one this store does not know is recorded from its
+    job (never taken for a duplicate: the application may use another store)."""
+    ids = [i.job.request_id or "" for i in deletes]
+    current = deletions.statuses(rt.audit, ids)
+    unknown = [i for i in deletes if i.job.request_id and i.job.request_id not in current]
+    for item in unknown:
+        job = item.job
+        assert job.request_id is not None
+        opening.record_from_job(
+            rt.audit, request_id=job.request_id, job_id=job.job_id,
+            person_hash=job.person_hash, erasure=job.erasure,
+            default_mode=rt.settings.deletion_mode,
+        )  # fmt: skip
+        log.warning("erasure request recorded from its job", extra={"job_id": job.job_id})
+    if unknown:
+        current = deletions.statuses(rt.audit, ids)
+    return current
 
 
 def _plan(
@@ -182,7 +249,11 @@ def _plan(
 
 
 def _clean(rt: Runtime, job: Job) -> dict[str, Any]:
-    """Sanitize again in the worker (defence in depth: the policy may have changed since)."""
+    """Sanitize again in the worker (defence in depth: the policy may have changed since),
+    unless the job was sanitized under this very policy version (rules digest): the same rules
+    twice give the same result (docs/privacy.md)."""
+    if job.policy_version == rt.policy_version:
+        return dict((job.attributes if job.kind == "identify" else job.data) or {})
     if job.kind == "identify":
         return rt.sanitizer.apply(job.attributes or {}, rehash=False)
     return rt.sanitizer.apply(job.data or {}, rehash=False, enforce_limits=False)

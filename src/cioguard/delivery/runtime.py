@@ -26,6 +26,7 @@ from cioguard.delivery.pipelines_client import PipelinesClient
 from cioguard.delivery.ratelimit import RateLimiter
 from cioguard.delivery.ratelimit_backends import redis_limiter
 from cioguard.delivery.track_api import TrackApi
+from cioguard.erasure.leases import Leases
 from cioguard.erasure.tombstones import Tombstones
 from cioguard.privacy.hashing import person_hash
 from cioguard.privacy.policy import load_policy
@@ -45,6 +46,7 @@ class Runtime:
     credentials: CredentialSource
     client: TrackClient | PipelinesClient  # the chosen API's client (CIOGUARD_API)
     destination: Destination
+    leases: Leases
 
     def person_hash(self, person_id: str) -> str:
         return person_hash(self.settings.hash_key_bytes(), person_id)
@@ -78,7 +80,15 @@ def build_runtime(settings: Settings) -> Runtime:
         credentials=credentials,
         client=client,
         destination=destination,
+        leases=Leases(redis_client, ttl_s=lease_ttl_s(settings)),
     )
+
+
+def lease_ttl_s(settings: Settings) -> float:
+    """Above the longest time a job can hold its person (see :mod:`cioguard.erasure.leases`):
+    up to a few requests per run, each up to 3 fast attempts, twice after a 401, with timeouts
+    and limiter waits."""
+    return max(120.0, 12 * (settings.http_timeout_s + 2.0))
 
 
 def build_destination(

@@ -5,12 +5,15 @@ once, as compact UTF-8 (:func:`~cioguard.delivery.customerio.dumps`): those byte
 against Customer.io's limits and those bytes are sent. When the v1 request that does the same
 is possible, it is built too, so the pipeline can choose per operation (:meth:`TrackApi.route`):
 
-* a v2 batch (``/api/v2/batch``), when batching and the operation is within 32 KB;
+* a v2 batch (``/api/v2/batch``), when batching and the operation is within 32 KB, and also
+  unbatched (a batch of one) for an id that a v1 path cannot carry faithfully: dot segments
+  (``.``/``..``, removed by URL handling), ``cio_...`` (read as a cio_id), an e-mail shape (read
+  as an e-mail identifier);
 * a v1 request (``/api/v1/customers/{id}...``), unbatched, or when the operation is over the v2
-  per-operation limit but within the v1 limits (an event with up to 100,000 bytes of data);
-* a single v2 request (``/api/v2/entity``), for an id that a v1 path cannot carry faithfully:
-  dot segments (``.``/``..``, removed by URL handling), ``cio_...`` (read as a cio_id), an
-  e-mail shape (read as an e-mail identifier).
+  per-operation limit but within the v1 limits (an event with up to 100,000 bytes of data).
+
+Note: a batch of one rather than ``/api/v2/entity`` for the unbatched case: the same operation
+bytes and limits (32 KB), and a 207 names a refused operation exactly like in a larger batch.
 
 An operation that fits nothing is refused with :class:`OperationTooLargeError` (a dead letter
 for that job alone).
@@ -41,7 +44,6 @@ V2_OP_MAX_BYTES = 32_000
 V2_BATCH_MAX_BYTES = 500_000
 V1_EVENT_DATA_MAX_BYTES = 100_000
 V1: Route = "v1"
-ENTITY: Route = "entity"
 ERASE_ACTIONS: dict[str, tuple[str, ...]] = {
     "suppress": ("suppress",),
     "delete": ("delete",),
@@ -91,17 +93,17 @@ class TrackApi:
             return [_event(job, clean(job), who, v1_ok)]
         if job.kind == "delete":
             return [_erase_op(who, action, v1_ok) for action in ERASE_ACTIONS[erase_mode]]
+        if job.kind == "unsuppress":  # a lifted tombstone (cioguard.erasure.lift)
+            return [_erase_op(who, "unsuppress", v1_ok)]
         raise ValueError(f"job kind {job.kind!r} is not delivered by the pipeline")
 
     def route(self, op: Operation, *, batching: bool) -> Route:
         """How ``op`` travels; raises :class:`OperationTooLargeError` when nothing fits."""
         fits_v2 = len(op.body) <= V2_OP_MAX_BYTES
-        if batching and fits_v2:
+        if fits_v2 and (batching or op.single is None):
             return BATCH
         if op.single is not None:
             return V1
-        if fits_v2:
-            return ENTITY
         raise OperationTooLargeError(
             f"{op.action} operation is over {V2_OP_MAX_BYTES} bytes and cannot travel in a v1 path"
         )
@@ -113,14 +115,13 @@ class TrackApi:
         return self.client.post_batch(body)
 
     def post_single(self, job: Job, op: Operation, route: Route) -> int:
-        """One operation alone: its v1 request, or ``/api/v2/entity``."""
-        if route == V1:
-            call: V1Call = op.single
-            url = self.client.v1_url(job.person_id, call.suffix)
-            return self.client.send(op.action, call.method, url, call.body).status_code
-        if route == ENTITY:  # a 404 here is not "already gone": the op name is not v1's
-            return self.client.post_entity(f"{op.action} (v2)", op.body)
-        raise ValueError(f"route {route!r} is not a single request")
+        """One operation alone, as its v1 request (a 404 counts as done only there: the path
+        named exactly this person)."""
+        if route != V1:
+            raise ValueError(f"route {route!r} is not a single request")
+        call: V1Call = op.single
+        url = self.client.v1_url(job.person_id, call.suffix)
+        return self.client.send(op.action, call.method, url, call.body).status_code
 
 
 def _event(job: Job, data: dict[str, Any], who: dict[str, Any], v1_ok: bool) -> Operation:

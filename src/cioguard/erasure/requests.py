@@ -101,6 +101,7 @@ class Transition:
     http_status: int | None = None
     final: bool = False
     detail: str | None = None
+    sealed_job: str | None = None  # a replayed request's new erase job, kept in the outbox
 
 
 def transition(
@@ -172,6 +173,10 @@ def _state_values(change: Transition, now: datetime) -> dict[str, object]:
         values["attempts"] = change.attempts
     if change.state == "completed":
         values["completed_at"] = now
+    if change.state in ("completed", "failed"):
+        values["sealed_job"] = None  # the outbox copy goes (a failed job lives on as a dead letter)
+    if change.sealed_job is not None:
+        values.update(sealed_job=change.sealed_job, published_at=None, job_id=change.job_id)
     return values
 
 

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Sequence
 
 import redis
-from sqlalchemy import exists, select
+from sqlalchemy import exists, literal, select, union_all
 
 from cioguard.audit.schema import audit_log, tombstones
 from cioguard.audit.store import AuditStore
@@ -47,6 +47,10 @@ class Tombstones:
             self._redis.sadd(SET_KEY, *person_hashes)
         except redis.RedisError as exc:
             log.warning("tombstone cache unavailable", extra={"error_class": type(exc).__name__})
+
+    def remove(self, person_hash: str) -> None:
+        """Drop a lifted tombstone from the cache (raises ``redis.RedisError`` if it cannot)."""
+        self._redis.srem(SET_KEY, person_hash)
 
     def is_erased(self, person_hash: str) -> bool:
         """True if the person is under erasure. Store errors raise ``AuditUnavailableError``."""
@@ -86,23 +90,19 @@ class Tombstones:
     def gates(
         self, job_ids: Sequence[str], person_hashes: Sequence[str]
     ) -> tuple[set[str], set[str]]:
-        """:meth:`gate` for a whole buffer: (job ids already final, person hashes erased)."""
+        """:meth:`gate` for a whole buffer, in one statement: (job ids already final, person
+        hashes erased)."""
+        finals = select(literal("f").label("what"), audit_log.c.final_job_id.label("value"))
+        erased = select(literal("e").label("what"), tombstones.c.person_hash.label("value"))
+        query = union_all(
+            finals.where(audit_log.c.final_job_id.in_(list(job_ids))),
+            erased.where(tombstones.c.person_hash.in_(sorted(set(person_hashes)))),
+        )
+        found: dict[str, set[str]] = {"f": set(), "e": set()}
         with self._store.reading() as conn:
-            finals = {
-                str(r.final_job_id)
-                for r in conn.execute(
-                    select(audit_log.c.final_job_id).where(audit_log.c.final_job_id.in_(job_ids))
-                )
-            }
-            erased = {
-                str(r.person_hash)
-                for r in conn.execute(
-                    select(tombstones.c.person_hash).where(
-                        tombstones.c.person_hash.in_(set(person_hashes))
-                    )
-                )
-            }
-        return finals, erased
+            for what, value in conn.execute(query):
+                found[str(what)].add(str(value))
+        return found["f"], found["e"]
 
     def reload(self) -> int:
         """Copy every tombstone from the store into Redis (a warm-up); returns how many."""

@@ -25,7 +25,9 @@ hash key and Customer.io credentials, none of which Flower needs, and a dashboar
 payload key can read every queued job. Give Flower ``CIOGUARD_BROKER_URL`` and its own
 ``FLOWER_*`` variables only.
 
-Run it as ``python -m cioguard.ops.flower --address 127.0.0.1 --port 5555``. See docs/flower.md.
+Run it as ``cioguard flower --address 127.0.0.1 --port 5555`` (or ``python -m
+cioguard.ops.flower``, the same). Flower runs with :func:`flower_environment`: the broker URL,
+``FLOWER_*`` and the system's variables, never a key or credential. See docs/flower.md.
 
 Note:
     ``/healthcheck`` and ``/metrics`` answer without authentication (Flower's choice); the
@@ -104,6 +106,33 @@ def flower_command(
     ]  # fmt: skip
 
 
+KEPT_CIOGUARD = frozenset({"CIOGUARD_BROKER_URL", "CIOGUARD_LOG_FORMAT"})
+_SECRET_PREFIXES = ("CIOGUARD_", "CUSTOMERIO_", "SENTRY_", "AWS_", "GOOGLE_", "POSTGRES_")
+
+
+def flower_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment Flower gets: no payload key, hash key, credential or DSN.
+
+    ``cioguard`` loads ``.env`` into its own environment, so without this filter a ``cioguard
+    flower`` started next to a full ``.env`` would hand Flower the payload key.
+    """
+    return {
+        k: v for k, v in environ.items() if k in KEPT_CIOGUARD or not k.startswith(_SECRET_PREFIXES)
+    }
+
+
+def exec_flower(
+    *, address: str, port: int, max_tasks: int = DEFAULT_MAX_TASKS, extra: Sequence[str] = ()
+) -> None:
+    """Check the environment, then replace this process with Flower (filtered environment).
+
+    Raises :class:`ConfigurationError` when authentication is missing or weak.
+    """
+    check_environment(os.environ)
+    command = flower_command(address=address, port=port, max_tasks=max_tasks, extra=extra)
+    os.execve(command[0], command, flower_environment(os.environ))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Check the environment, then replace this process with Flower."""
     parser = argparse.ArgumentParser(prog="python -m cioguard.ops.flower", description=__doc__)
@@ -112,13 +141,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-tasks", type=int, default=DEFAULT_MAX_TASKS)
     args, extra = parser.parse_known_args(argv)
     try:
-        check_environment(os.environ)
+        exec_flower(address=args.address, port=args.port, max_tasks=args.max_tasks, extra=extra)
     except ConfigurationError as exc:
-        sys.exit(f"cioguard: configuration error: {exc}")
-    command = flower_command(
-        address=args.address, port=args.port, max_tasks=args.max_tasks, extra=extra
-    )
-    os.execv(command[0], command)
+        print(f"cioguard: configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -109,8 +109,34 @@ def limiter_waited(seconds: float, limiter: str = "track") -> None:
 # -- deletion gauges, computed at scrape time ----------------------------------------------
 
 
+@dataclass(frozen=True)
+class AuditCounts:
+    """One reading of the audit store for the gauges; ages in seconds."""
+
+    by_state: dict[str, int]
+    overdue: int
+    oldest_open_age_s: float
+    next_due_s: float | None
+    dead_letters: int
+    dead_letters_waiting: int
+    unpublished: int = 0
+    unpublished_oldest_age_s: float = 0.0
+
+
 class DeletionCollector(Collector):
-    """Erasure requests by state and overdue, counted in the audit store at each scrape.
+    """Erasure requests and dead letters, counted in the audit store at each scrape.
+
+    * ``cioguard_deletion_requests{state}``, ``cioguard_deletion_requests_overdue``;
+    * ``cioguard_deletion_requests_oldest_open_age_seconds``: since the oldest request not yet
+      completed (received, in progress or failed) was received; 0 if there is none;
+    * ``cioguard_deletion_requests_next_due_seconds``: until the nearest due date in force of a
+      request not completed (negative once overdue); absent when there is none;
+    * ``cioguard_dead_letters`` (every row) and ``cioguard_dead_letters_waiting`` (not replayed);
+    * ``cioguard_deletion_requests_unpublished`` and its ``_oldest_age_seconds``: requests whose
+      erase job is in the outbox and not known to have reached the broker (a failed publish);
+      the workers re-publish them after ``CIOGUARD_REQUEUE_AFTER_S``, so an age above that
+      means no relay is running or the broker is still refusing;
+    * ``cioguard_audit_store_up``.
 
     Uses its own engine without a pool: no connection is held between scrapes, so none is
     inherited by the pool processes Celery forks later.
@@ -123,33 +149,70 @@ class DeletionCollector(Collector):
         return self._families()
 
     def collect(self) -> Iterable[Metric]:
-        by_state, overdue, up = self._families()
+        by_state, overdue, oldest, next_due, letters, waiting, unpub, unpub_age, up = (
+            self._families()
+        )
         try:
-            counts, late = self.counts()
+            found = self.read()
         except SQLAlchemyError as exc:
             log.warning("deletion metrics unavailable", extra={"error_class": type(exc).__name__})
             up.add_metric([], 0)
             return [up]
-        for state, count in counts.items():
+        for state, count in found.by_state.items():
             by_state.add_metric([state], count)
-        overdue.add_metric([], late)
+        overdue.add_metric([], found.overdue)
+        oldest.add_metric([], found.oldest_open_age_s)
+        if found.next_due_s is not None:
+            next_due.add_metric([], found.next_due_s)
+        letters.add_metric([], found.dead_letters)
+        waiting.add_metric([], found.dead_letters_waiting)
+        unpub.add_metric([], found.unpublished)
+        unpub_age.add_metric([], found.unpublished_oldest_age_s)
         up.add_metric([], 1)
-        return [by_state, overdue, up]
+        return [by_state, overdue, oldest, next_due, letters, waiting, unpub, unpub_age, up]
 
     def counts(self) -> tuple[dict[str, int], int]:
         """``({state: count}, overdue)``; every known state is present, zero if it has no row."""
+        found = self.read()
+        return found.by_state, found.overdue
+
+    def read(self) -> AuditCounts:
+        """Every gauge's value, in one connection (indexed queries, and a count of dead letters)."""
+        from cioguard.audit.schema import dead_letters as dl
         from cioguard.audit.schema import deletion_requests as dr
         from cioguard.erasure.requests import STATES
 
         due = func.coalesce(dr.c.extended_to, dr.c.due_at)
+        now = _now()
         with self._engine.connect() as conn:
             rows = conn.execute(select(dr.c.state, func.count()).group_by(dr.c.state)).all()
-            late = conn.scalar(
-                select(func.count()).where(dr.c.state != "completed").where(due < _now())
+            open_ = select(func.min(dr.c.received_at), func.min(due)).where(
+                dr.c.state != "completed"
             )
+            first_received, first_due = conn.execute(open_).one()
+            late = conn.scalar(
+                select(func.count()).where(dr.c.state != "completed").where(due < now)
+            )
+            total, waiting = conn.execute(
+                select(func.count(), func.count().filter(dl.c.replayed_at.is_(None)))
+            ).one()
+            unpublished, first_unpublished = conn.execute(
+                select(func.count(), func.min(dr.c.received_at))
+                .where(dr.c.state == "received")
+                .where(dr.c.sealed_job.is_not(None))
+                .where(dr.c.published_at.is_(None))
+            ).one()
         counts = dict.fromkeys(STATES, 0)
         counts.update({str(state): int(n) for state, n in rows})
-        return counts, int(late or 0)
+        received, due_at = _aware(first_received), _aware(first_due)
+        return AuditCounts(
+            by_state=counts, overdue=int(late or 0),
+            oldest_open_age_s=max(0.0, (now - received).total_seconds()) if received else 0.0,
+            next_due_s=(due_at - now).total_seconds() if due_at else None,
+            dead_letters=int(total or 0), dead_letters_waiting=int(waiting or 0),
+            unpublished=int(unpublished or 0),
+            unpublished_oldest_age_s=_age_s(now, _aware(first_unpublished)),
+        )  # fmt: skip
 
     def close(self) -> None:
         self._engine.dispose()
@@ -165,9 +228,41 @@ class DeletionCollector(Collector):
                 "Erasure requests past their due date in force and not completed",
             ),
             GaugeMetricFamily(
+                "cioguard_deletion_requests_oldest_open_age_seconds",
+                "Since the oldest erasure request not completed was received",
+            ),
+            GaugeMetricFamily(
+                "cioguard_deletion_requests_next_due_seconds",
+                "Until the nearest due date in force of a request not completed (negative: late)",
+            ),
+            GaugeMetricFamily("cioguard_dead_letters", "Dead-lettered jobs kept (all)"),
+            GaugeMetricFamily(
+                "cioguard_dead_letters_waiting", "Dead-lettered jobs not yet replayed"
+            ),
+            GaugeMetricFamily(
+                "cioguard_deletion_requests_unpublished",
+                "Erasure requests whose job is in the outbox and has not reached the broker",
+            ),
+            GaugeMetricFamily(
+                "cioguard_deletion_requests_unpublished_oldest_age_seconds",
+                "Since the oldest erasure request whose job has not reached the broker was "
+                "received",
+            ),
+            GaugeMetricFamily(
                 "cioguard_audit_store_up", "1 if the audit store answered the deletion counts"
             ),
         ]
+
+
+def _age_s(now: datetime, then: datetime | None) -> float:
+    return max(0.0, (now - then).total_seconds()) if then else 0.0
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes (stored as UTC)."""
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _now() -> datetime:
@@ -224,19 +319,28 @@ class MetricsServer:
     httpd: WSGIServer
     thread: threading.Thread
     deletions: DeletionCollector
+    queues: Collector | None = None
 
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.deletions.close()
+        close = getattr(self.queues, "close", None)
+        if close is not None:
+            close()
 
 
-def start_server(port: int, audit_url: str, *, addr: str = "0.0.0.0") -> MetricsServer | None:
-    """Serve ``/metrics`` from this (the main) process in a daemon thread.
+def start_server(
+    port: int, audit_url: str, *, addr: str = "127.0.0.1", broker_url: str | None = None
+) -> MetricsServer | None:
+    """Serve ``/metrics`` on ``addr:port`` from this (the main) process in a daemon thread.
 
+    With ``broker_url``, the broker gauges (:mod:`cioguard.ops.queue_metrics`) are served too.
     Needs :func:`setup_multiprocess` first. A port already in use is logged, not fatal: delivery
     matters more than its metrics.
     """
+    from cioguard.ops.queue_metrics import QueueCollector
+
     directory = os.environ.get(MULTIPROC_ENV)
     if not directory or not getattr(values.ValueClass, "_multiprocess", False):
         raise RuntimeError("metrics: setup_multiprocess() must run before start_server()")
@@ -244,11 +348,16 @@ def start_server(port: int, audit_url: str, *, addr: str = "0.0.0.0") -> Metrics
     MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
     deletions = DeletionCollector(audit_url)
     registry.register(deletions)
+    queues = QueueCollector(broker_url) if broker_url else None
+    if queues is not None:
+        registry.register(queues)
     try:
         httpd, thread = start_http_server(port, addr=addr, registry=registry)
     except OSError as exc:
         deletions.close()
+        if queues is not None:
+            queues.close()
         log.error("metrics port unavailable", extra={"error_class": type(exc).__name__})
         return None
     log.info("metrics served on port %d", port)
-    return MetricsServer(port, httpd, thread, deletions)
+    return MetricsServer(port, httpd, thread, deletions, queues)

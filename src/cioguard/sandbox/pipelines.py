@@ -65,14 +65,19 @@ class PipelinesApi:
         endpoint = request.path_params["endpoint"]
         body = await request.body()
         self.state.note_arrival()
+        rules: list[str] = []
         if endpoint not in pipelines_spec.ENDPOINT_SCHEMAS:
             status, payload, headers = _error(404, "Not found")
         else:
-            status, payload, headers = await self._answer(request, endpoint, body)
-        self.state.record("POST", request.url.path, f"pipelines {endpoint}", status, body)
+            status, payload, headers = await self._answer(request, endpoint, body, rules)
+        codes = [f"pipelines:{rule}" for rule in rules]
+        self.state.note_violations(codes)  # also in /_sandbox/stats, beside the Track API's
+        self.state.record("POST", request.url.path, f"pipelines {endpoint}", status, body, codes)
         return JSONResponse(payload, status, headers)
 
-    async def _answer(self, request: Request, endpoint: str, body: bytes) -> Answer:
+    async def _answer(
+        self, request: Request, endpoint: str, body: bytes, rules: list[str]
+    ) -> Answer:
         state = self.state
         if not state.take_token():
             state.counters["over_limit"] += 1
@@ -92,6 +97,7 @@ class PipelinesApi:
         if problems:
             self.counters["spec_violations"] += 1
             self.by_rule.update(p.rule for p in problems)
+            rules.extend(sorted({p.rule for p in problems}))
             over_limit = any(p.rule == "limit" for p in problems)
             if over_limit or not strict:  # documented: 200, and the request does not go through
                 self.counters["dropped"] += 1

@@ -32,7 +32,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]
+import jsonschema
 
 from cioguard.sandbox.wire import loads_strict
 

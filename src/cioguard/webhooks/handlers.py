@@ -42,6 +42,7 @@ from cioguard.delivery.settle import ERASED_DETAIL
 from cioguard.erasure.tombstones import Tombstones
 from cioguard.errors import AuditUnavailableError, ConfigurationError
 from cioguard.ops import metrics
+from cioguard.ops.logs import failure_fields
 from cioguard.webhooks import verify as webhooks
 from cioguard.webhooks.intake import open_event
 
@@ -189,18 +190,20 @@ def dead_letter(
         rt.audit, job_id=job_id, kind=KIND, person_hash=person, sealed=sealed,
         error_class=type(exc).__name__, http_status=None, attempts=attempt,
     )  # fmt: skip
-    _log(job_id, "dead_lettered", person)
+    _log(job_id, "dead_lettered", person, failure_fields(exc))
     return "dead_lettered"
 
 
-def _log(job_id: str, outcome: str, person: str | None) -> None:
+def _log(
+    job_id: str, outcome: str, person: str | None, why: dict[str, object] | None = None
+) -> None:
     metrics.job_finished(KIND, outcome)
     log.info(
         "webhook %s",
         outcome,
         extra={
             "job_id": job_id, "kind": KIND, "outcome": outcome,
-            "person_hash": person[:16] if person else None,
+            "person_hash": person[:16] if person else None, **(why or {}),
         },
     )  # fmt: skip
 
@@ -250,7 +253,7 @@ def _retry(
     log.info(
         "webhook job retrying",
         extra={
-            "job_id": task.request.id, "kind": KIND, "error_class": type(exc).__name__,
+            "job_id": task.request.id, "kind": KIND, **failure_fields(exc),
             "countdown_s": round(delay, 3),
         },
     )  # fmt: skip
