@@ -33,6 +33,7 @@ BENCHMARKS = {
     "floor": "bench.floor",
     "bulk_erasure": "bench.erasure",
     "scaling": "bench.scaling",
+    "apis": "bench.apis",
 }
 RERUN_BUDGET_S = 11 * 60
 

@@ -94,6 +94,17 @@ def batching_rows(d: dict[str, Any]) -> list[str]:
     ]
 
 
+def apis_rows(d: dict[str, Any]) -> list[str]:
+    """Track vs Pipelines side by side (a report: the issue sets no target)."""
+    r, pps, ratio = d["setup"]["rate_per_s"], d["people_per_s"], d["ratio_pipelines_over_track"]
+    return [
+        f"| Pipelines vs Track API at R = {r} requests/s, {mode} (people/s) | Pipelines: "
+        f"{pps[f'pipelines {mode}']:.0f} | Track: {pps[f'track {mode}']:.0f} | "
+        f"{ratio[mode]:.2f} | report only | — |"
+        for mode in ("unbatched", "batched")
+    ]
+
+
 def erasure_rows(d: dict[str, Any]) -> list[str]:
     b, u = d["batched"], d["unbatched"]
     seed_s = d["seed_10k_wall_s"]
@@ -219,6 +230,7 @@ BUILDERS = {
     "floor": floor_rows,
     "audit_append": audit_rows,
     "scaling": scaling_rows,
+    "apis": apis_rows,
 }
 
 

@@ -68,6 +68,11 @@ _EXPECTED: dict[str, str] = {
     "CIOGUARD_AUDIT_URL": "an SQLAlchemy URL: sqlite:///path.db or "
     "postgresql+psycopg://user:password@host:5432/db",
     "CIOGUARD_TRACK_URL": "an https:// URL (unset = Customer.io's host for CUSTOMERIO_REGION)",
+    "CIOGUARD_API": "'track' or 'pipelines'",
+    "CUSTOMERIO_PIPELINES_API_KEY": "the API key of a Customer.io HTTP source",
+    "CIOGUARD_PIPELINES_URL": "an https:// URL (unset = Customer.io's Pipelines host for "
+    "CUSTOMERIO_REGION)",
+    "CIOGUARD_PIPELINES_RATE_LIMIT": "a positive number of requests per second",
     "CIOGUARD_FLOWER_URL": "the http(s):// URL Flower answers on, e.g. http://flower:5555",
 }
 _AUDIT_DIALECTS = ("sqlite", "postgresql")
@@ -118,6 +123,14 @@ class Settings(BaseSettings):
     batch_linger_s: float = Field(0.2, ge=0, le=5, alias="CIOGUARD_BATCH_LINGER_S")
     batch_max_ops: int = Field(100, ge=1, le=1000, alias="CIOGUARD_BATCH_MAX_OPS")
     flower_url: str | None = Field(None, alias="CIOGUARD_FLOWER_URL")
+    # Which Customer.io API the worker delivers to (see README, "Choosing an API").
+    api: Literal["track", "pipelines"] = Field("track", alias="CIOGUARD_API")
+    # Read by the worker through the secret source (CIOGUARD_SECRETS), like the Track key;
+    # declared here so it is validated and never shown in a repr.
+    pipelines_api_key: SecretStr | None = Field(None, alias="CUSTOMERIO_PIPELINES_API_KEY")
+    pipelines_url: str | None = Field(None, alias="CIOGUARD_PIPELINES_URL")
+    # 3,000 requests per 3 s documented; 900/s with its default burst (90) stays under it.
+    pipelines_rate_limit_per_s: float = Field(900.0, gt=0, alias="CIOGUARD_PIPELINES_RATE_LIMIT")
 
     @field_validator("broker_url")
     @classmethod
@@ -146,10 +159,11 @@ class Settings(BaseSettings):
             raise ValueError("unsupported database")
         return value
 
-    @field_validator("track_url", "flower_url")
+    @field_validator("track_url", "pipelines_url", "flower_url")
     @classmethod
     def _web_url(cls, value: str | None, info: ValidationInfo) -> str | None:
-        schemes = ("https",) if info.field_name == "track_url" else ("http", "https")
+        https_only = info.field_name in ("track_url", "pipelines_url")
+        schemes = ("https",) if https_only else ("http", "https")
         parts = urlsplit(value or "")
         if value is not None and (parts.scheme not in schemes or not parts.hostname):
             raise ValueError("not a usable URL")
@@ -180,9 +194,15 @@ class Settings(BaseSettings):
     # -- derived values -------------------------------------------------------------------
 
     @property
+    def api_rate_per_s(self) -> float:
+        """The fleet-wide rate for the chosen API (``CIOGUARD_RATE_LIMIT`` for Track,
+        ``CIOGUARD_PIPELINES_RATE_LIMIT`` for Pipelines)."""
+        return self.pipelines_rate_limit_per_s if self.api == "pipelines" else self.rate_limit_per_s
+
+    @property
     def burst(self) -> float:
         """Bucket capacity: ``CIOGUARD_RATE_BURST`` or a tenth of a second's worth (min 1)."""
-        return self.rate_burst or max(1.0, self.rate_limit_per_s / 10)
+        return self.rate_burst or max(1.0, self.api_rate_per_s / 10)
 
     @property
     def countdown_cap_s(self) -> float:

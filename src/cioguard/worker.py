@@ -27,7 +27,7 @@ def _checked_settings() -> Settings:
         settings = get_settings()
         settings.require_application()
         load_policy(settings.policy_path)
-        source_from_spec(settings.secrets_source).get()
+        source_from_spec(settings.secrets_source, api=settings.api).get()  # the chosen API's key
     except ConfigurationError as exc:
         sys.exit(f"cioguard: configuration error: {exc}")
     return settings

@@ -1,4 +1,5 @@
-"""Track v2 batching through a real worker: many people per request, each its own fate."""
+"""Batching through a real worker, for each API (Track ``/api/v2/batch``, Pipelines
+``/v1/batch``): many people per request, each its own fate."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_batched_delivery_isolates_a_refused_person(
-    producer: Producer, start_worker: Callable[..., WorkerProcess], cio: SandboxServer
+    producer: Producer, start_worker: Callable[..., WorkerProcess], cio: SandboxServer, api: str
 ) -> None:
     cio.control.configure(reject_id_prefix="poison-")
     jobs = [producer.identify(f"b-{i}", {"email": f"b{i}@example.com"}) for i in range(300)]
@@ -38,11 +39,14 @@ def test_batched_delivery_isolates_a_refused_person(
     assert stats["people"] == 300
     assert stats["events_unique"] == 100
     assert stats["suppressed"] == 10
-    assert stats["requests_total"] < (len(jobs) + len(requests)) / 5, stats
+    # Pipelines has no per-call results: the batch holding the refused person is refused whole
+    # and its items are sent again one request each (at most CIOGUARD_BATCH_MAX_OPS of them)
+    resent = 100 if api == "pipelines" else 0
+    assert stats["requests_total"] < (len(jobs) + len(requests)) / 5 + resent, stats
 
 
 def test_batched_retries_after_5xx_and_429(
-    producer: Producer, start_worker: Callable[..., WorkerProcess], cio: SandboxServer
+    producer: Producer, start_worker: Callable[..., WorkerProcess], cio: SandboxServer, api: str
 ) -> None:
     cio.control.configure(fail_5xx_ratio=0.3, fail_429_ratio=0.2, retry_after_s=1, seed=3)
     jobs = [producer.track(f"r-{i}", "clicked", {"n": i}) for i in range(200)]

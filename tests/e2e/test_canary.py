@@ -6,8 +6,9 @@ the TLS Customer.io stand-in injecting 5xx and 429 (so some jobs wait in countdo
 rejecting one person (a dead letter), and one job a buggy producer sealed with a malformed body
 (an exception captured by Sentry, with the job's canaries in the frame's locals).
 
-It runs twice: one message per job, and ``CIOGUARD_BATCH=1`` (celery-batches, the default in
-production), whose retries, events and inspect answers differ.
+It runs twice per API (the ``api`` fixture: Track, then Pipelines): one message per job, and
+``CIOGUARD_BATCH=1`` (celery-batches, the default in production), whose retries, events and
+inspect answers differ.
 
 Dropped values (card, SSN, password, phone, nested card, SSN in free text) must appear nowhere,
 not even in what reached Customer.io. Delivered values (the e-mail, a kept attribute, the person
@@ -184,6 +185,7 @@ def test_no_canary_reaches_any_surface(
     sentry: SentryCapture,
     env: dict[str, str],
     tmp_path: Path,
+    api: str,
 ) -> None:
     batched = batch == "1"
     worker = start_worker(concurrency=2, SENTRY_DSN=sentry.dsn, CIOGUARD_ENVIRONMENT="canary",

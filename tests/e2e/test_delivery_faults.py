@@ -1,5 +1,6 @@
 """Failures cost only the failing person: transient faults end delivered, exactly once; a poisoned
 person ends as a dead letter that the CLI lists and replays, while a thousand others go through.
+Each test runs for each API (the ``api`` fixture).
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ BATCH_MODES = ["0", "1"]
 # The fault test needs enough requests for every fault to show up, so a batching worker sends
 # few operations per request there.
 FAULT_MODE_SETTINGS: dict[str, dict[str, str]] = {"0": {}, "1": {"CIOGUARD_BATCH_MAX_OPS": "1"}}
-# How Customer.io refuses a poisoned person: a v1 400, or one failed operation in a v2 207.
-REJECTION = {"0": ("PermanentError", 400), "1": ("OperationRejectedError", 207)}
+# How Customer.io refuses a poisoned person: a v1 400, or one failed operation in a v2 207;
+# Pipelines refuses its batch whole (400), and the person alone again when sent on its own.
+REJECTION = {
+    ("track", "0"): ("PermanentError", 400), ("track", "1"): ("OperationRejectedError", 207),
+    ("pipelines", "0"): ("PermanentError", 400), ("pipelines", "1"): ("PermanentError", 400),
+}  # fmt: skip
 POISON_PREFIX = "poison-"
 
 
@@ -52,6 +57,7 @@ def test_transient_faults_end_delivered_once_each(
     producer: Producer,
     start_worker: Callable[..., WorkerProcess],
     clean_cio: SandboxServer,
+    api: str,
 ) -> None:
     clean_cio.control.configure(
         fail_5xx_ratio=0.2, fail_429_ratio=0.1, retry_after_s=1, slow_ratio=0.05, slow_s=2,
@@ -88,6 +94,7 @@ def test_poisoned_person_is_dead_lettered_listed_and_replayed(
     producer: Producer,
     start_worker: Callable[..., WorkerProcess],
     clean_cio: SandboxServer,
+    api: str,
 ) -> None:
     clean_cio.control.configure(reject_id_prefix=POISON_PREFIX)
     start_worker(concurrency=2, CIOGUARD_BATCH=batch)
@@ -102,12 +109,12 @@ def test_poisoned_person_is_dead_lettered_listed_and_replayed(
     assert set(outcomes) == set(others) and set(outcomes.values()) == {"delivered"}
     [letter] = deadletters.list_all(producer.audit)
     assert letter.job_id == poisoned
-    assert (letter.error_class, letter.http_status) == REJECTION[batch]
+    assert (letter.error_class, letter.http_status) == REJECTION[api, batch]
     assert clean_cio.control.stats()["people"] == 1000
 
     listed = cli(env, "dead-letters", "list")
     assert listed.returncode == 0, listed.stderr
-    assert poisoned in listed.stdout and REJECTION[batch][0] in listed.stdout
+    assert poisoned in listed.stdout and REJECTION[api, batch][0] in listed.stdout
     assert f"{POISON_PREFIX}1" not in listed.stdout
 
     clean_cio.control.configure(reject_id_prefix=None)

@@ -8,7 +8,8 @@ there that the audit does not explain, and no person resurrected (every identify
 after that person's erasure request ends "dropped", and no erased person has data at the
 stand-in).
 
-It runs in both delivery modes. The short version (200 people, 2 kills) runs in CI;
+It runs in both delivery modes, for each API (the ``api`` fixture). The short version (200
+people, 2 kills) runs in CI;
 ``CIOGUARD_SOAK=1`` (``make soak``) runs 1,500 people with 6 kills. ``CIOGUARD_FAULT_SEED``
 picks other kill points and erased people. The Redis restart and the
 audit-database outage are in ``test_erasure_faults.py`` (also in ``make soak``).
@@ -42,6 +43,7 @@ def test_random_kills_and_flaky_customerio_lose_nothing_and_resurrect_no_one(
     start_worker: Callable[..., WorkerProcess],
     cio: SandboxServer,
     batch: str,
+    api: str,
 ) -> None:
     rng = random.Random(int(batch) + int(os.environ.get("CIOGUARD_FAULT_SEED", 7 if SOAK else 3)))
     cio.control.configure(

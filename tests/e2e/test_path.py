@@ -1,4 +1,5 @@
-"""The whole path: producer -> real Redis -> real worker process -> TLS sandbox -> audit."""
+"""The whole path: producer -> real Redis -> real worker process -> TLS sandbox -> audit, for
+each Customer.io API (the ``api`` fixture, ``tests/e2e/conftest.py``)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def test_identify_track_delete_end_to_end(
     start_worker: Callable[..., WorkerProcess],
     cio: SandboxServer,
     batch: str,
+    api: str,
 ) -> None:
     start_worker(CIOGUARD_BATCH=batch)
     ids = [producer.identify(f"user-{i}", {"email": f"u{i}@example.com", "plan": "pro",
@@ -53,7 +55,7 @@ def test_identify_track_delete_end_to_end(
 
 
 def test_one_final_row_per_job_for_1000_identifies_and_100_deletions(
-    producer: Producer, start_worker: Callable[..., WorkerProcess], cio: SandboxServer
+    producer: Producer, start_worker: Callable[..., WorkerProcess], cio: SandboxServer, api: str
 ) -> None:
     start_worker(concurrency=2)
     jobs = [producer.identify(f"bulk-{i}", {"email": f"b{i}@example.com"}) for i in range(1000)]
@@ -90,3 +92,24 @@ def test_audit_rows_in_postgresql(
     assert {"audit_log", "deletion_requests", "tombstones", "dead_letters"} <= set(reflected.tables)
     producer.audit.dispose()
     store.dispose()
+
+
+def test_1000_identifies_1000_events_and_100_erasures_one_final_row_each(
+    producer: Producer, start_worker: Callable[..., WorkerProcess], cio: SandboxServer, api: str
+) -> None:
+    """The issue's done-when figures, for each API (with Pipelines: zero spec violations,
+    asserted by the ``api`` fixture at teardown)."""
+    start_worker(concurrency=2)
+    jobs = [producer.identify(f"dw-{i}", {"email": f"dw{i}@example.com"}) for i in range(1000)]
+    jobs += [producer.track(f"dw-{i}", "ordered", {"n": i}) for i in range(1000)]
+    requests = [producer.delete_person(f"dw-gone-{i}") for i in range(100)]
+
+    wait_for_finals(producer.audit, 2100, timeout_s=240)
+    rows = final_rows(producer.audit)
+    counts = collections.Counter(r["final_job_id"] for r in rows)
+    assert len(rows) == 2100 and set(jobs) <= set(counts) and max(counts.values()) == 1
+    assert {r["outcome"] for r in rows if r["final_job_id"] in set(jobs)} == {"delivered"}
+    assert all(producer.deletion_status(r).state == "completed" for r in requests)
+    stats = cio.control.stats()
+    assert stats["people"] == 1000 and stats["events_unique"] == 1000
+    assert stats["suppressed"] == 100

@@ -8,6 +8,11 @@ revoke first and every request fails until the new key is stored.
 readable, Customer.io accepts the pair (``GET /api/v1/accounts/region``), the account's region
 matches ``CUSTOMERIO_REGION``, and the key is younger than the rotation policy, where the source
 knows its age. Registered by :mod:`cioguard.cli.main`.
+
+With ``CIOGUARD_API=pipelines`` the key checked is ``CUSTOMERIO_PIPELINES_API_KEY``, verified by
+``POST /v1/batch`` of an empty batch in strict mode: the Pipelines API has no read endpoint, and
+an empty batch is the cheapest authenticated call that writes nothing (401 = refused). It has no
+region lookup either, so the region check is skipped (a key of the other region is refused).
 """
 
 from __future__ import annotations
@@ -19,8 +24,15 @@ import typer
 from rich.table import Table
 
 from cioguard.config import Settings
-from cioguard.delivery.credentials import API_KEY_VAR, SITE_ID_VAR, Credentials, source_from_spec
+from cioguard.delivery.credentials import (
+    API_KEY_VAR,
+    PIPELINES_KEY_VAR,
+    SITE_ID_VAR,
+    Credentials,
+    source_from_spec,
+)
 from cioguard.delivery.customerio import TrackClient
+from cioguard.delivery.pipelines_client import PipelinesClient
 from cioguard.errors import CioguardError, CredentialsError
 
 ROTATION_POLICY_DAYS = 90
@@ -49,16 +61,11 @@ def check_credentials(
 ) -> list[Check]:
     """Read the credentials from the configured source and verify them against Customer.io."""
     try:
-        creds = source_from_spec(settings.secrets_source).get()
+        creds = source_from_spec(settings.secrets_source, api=settings.api).get()
     except CioguardError as exc:
         return [Check("secret source", False, str(exc))]
-    checks = [
-        Check(
-            "secret source",
-            True,
-            f"{settings.secrets_source}: {SITE_ID_VAR} and {API_KEY_VAR} present",
-        )
-    ]
+    names = PIPELINES_KEY_VAR if settings.api == "pipelines" else f"{SITE_ID_VAR} and {API_KEY_VAR}"
+    checks = [Check("secret source", True, f"{settings.secrets_source}: {names} present")]
     accepted, region = _accepted(settings, creds)
     checks.append(accepted)
     if region is not None:
@@ -69,6 +76,8 @@ def check_credentials(
 
 def _accepted(settings: Settings, creds: Credentials) -> tuple[Check, str | None]:
     """Ask Customer.io about the pair; returns the check and the account's region if accepted."""
+    if settings.api == "pipelines":
+        return _pipelines_accepted(settings, creds), None
     client = TrackClient.from_settings(settings, creds)
     try:
         region = client.check_region()
@@ -80,6 +89,19 @@ def _accepted(settings: Settings, creds: Credentials) -> tuple[Check, str | None
         client.close()
     accepted = "accepted by Customer.io (GET /api/v1/accounts/region)"
     return Check("credentials", True, accepted), region
+
+
+def _pipelines_accepted(settings: Settings, creds: Credentials) -> Check:
+    client = PipelinesClient.from_settings(settings, creds)
+    try:
+        client.check()
+    except CredentialsError as exc:
+        return Check("credentials", False, f"Pipelines key refused by Customer.io ({exc.status})")
+    except CioguardError as exc:
+        return Check("credentials", False, f"not verified: {exc}")
+    finally:
+        client.close()
+    return Check("credentials", True, "Pipelines key accepted (POST /v1/batch, empty, strict)")
 
 
 def _region_check(settings: Settings, region: str) -> Check:
@@ -121,7 +143,8 @@ def rotate(
     from cioguard.config import get_settings
 
     settings = guarded(get_settings)
-    console.print("[bold]Zero-downtime rotation of the Customer.io Track API key[/]")
+    which = "Pipelines (HTTP source)" if settings.api == "pipelines" else "Track"
+    console.print(f"[bold]Zero-downtime rotation of the Customer.io {which} API key[/]")
     for number, step in enumerate(ROTATION_STEPS, start=1):
         console.print(f"  {number}. {step.format(source=settings.secrets_source)}")
     checks = check_credentials(settings, max_age_days=max_age_days)

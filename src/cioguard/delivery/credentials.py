@@ -32,6 +32,7 @@ from cioguard.errors import ConfigurationError, RetryableError
 
 SITE_ID_VAR = "CUSTOMERIO_SITE_ID"
 API_KEY_VAR = "CUSTOMERIO_TRACK_API_KEY"
+PIPELINES_KEY_VAR = "CUSTOMERIO_PIPELINES_API_KEY"
 GCP_INSTALL = "pip install 'cioguard[gcp]'"
 AWS_INSTALL = "pip install 'cioguard[aws]'"
 MIN_REFRESH_INTERVAL_S = 5.0
@@ -45,7 +46,8 @@ Secret = tuple[str | None, datetime | None]
 
 @dataclass(frozen=True)
 class Credentials:
-    """A Track API pair; ``created_at`` is when the key was stored, if the source knows it."""
+    """A Track API pair (or a Pipelines API key, ``site_id`` empty); ``created_at`` is when the
+    key was stored, if the source knows it."""
 
     site_id: str
     api_key: str
@@ -196,8 +198,10 @@ class CredentialSource:
         *,
         min_refresh_interval_s: float = MIN_REFRESH_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
+        api: str = "track",
     ) -> None:
         self._reader = reader
+        self.api = api  # "pipelines": one key, CUSTOMERIO_PIPELINES_API_KEY, no site id
         self.description = description
         self.min_refresh_interval_s = min_refresh_interval_s
         self._clock = clock
@@ -227,6 +231,14 @@ class CredentialSource:
         return self._cached
 
     def _load(self) -> Credentials:
+        if self.api == "pipelines":
+            key, created = self._reader.read(PIPELINES_KEY_VAR)
+            if not key:
+                raise ConfigurationError(
+                    f"{PIPELINES_KEY_VAR} is not set in the secret source ({self.description}): "
+                    "expected the API key of a Customer.io HTTP source (CIOGUARD_API=pipelines)"
+                )
+            return Credentials("", key, created)
         site_id, _ = self._reader.read(SITE_ID_VAR)
         api_key, created = self._reader.read(API_KEY_VAR)
         for name, value in ((SITE_ID_VAR, site_id), (API_KEY_VAR, api_key)):
@@ -239,25 +251,26 @@ class CredentialSource:
         return Credentials(site_id, api_key, created)
 
 
-def source_from_spec(spec: str, *, client: Any = None) -> CredentialSource:
-    """Parse ``CIOGUARD_SECRETS``; ``client`` replaces the GCP/AWS SDK client (tests)."""
+def source_from_spec(spec: str, *, client: Any = None, api: str = "track") -> CredentialSource:
+    """Parse ``CIOGUARD_SECRETS``; ``client`` replaces the GCP/AWS SDK client (tests); ``api``
+    chooses which credential is read (``track``: site id and key; ``pipelines``: one key)."""
     kind, _, arg = spec.partition(":")
     if spec == "env":
-        return CredentialSource(EnvReader(), "env")
+        return CredentialSource(EnvReader(), "env", api=api)
     if kind == "dir" and arg:
         root = Path(arg)
         if not root.is_dir():
             raise ConfigurationError(
                 f"CIOGUARD_SECRETS names a directory that does not exist: {root}"
             )
-        return CredentialSource(DirReader(root), spec)
+        return CredentialSource(DirReader(root), spec, api=api)
     if kind == "gcp":
         match = _GCP_SPEC.fullmatch(arg)
         if match is None:
             raise ConfigurationError("CIOGUARD_SECRETS is invalid: expected gcp:projects/PROJECT")
-        return CredentialSource(GcpReader(match[1], client or _gcp_client()), spec)
+        return CredentialSource(GcpReader(match[1], client or _gcp_client()), spec, api=api)
     if kind == "aws" and _AWS_PREFIX.fullmatch(arg):
-        return CredentialSource(AwsReader(arg, client or _aws_client()), spec)
+        return CredentialSource(AwsReader(arg, client or _aws_client()), spec, api=api)
     raise ConfigurationError(
         "CIOGUARD_SECRETS is invalid: expected 'env', 'dir:/path/to/secrets', "
         "'gcp:projects/PROJECT' or 'aws:PREFIX'"

@@ -22,6 +22,8 @@ from cioguard.config import Settings, get_settings
 from cioguard.delivery.credentials import CredentialSource, source_from_spec
 from cioguard.delivery.customerio import TrackClient
 from cioguard.delivery.destination import Destination
+from cioguard.delivery.pipelines_api import PipelinesApi
+from cioguard.delivery.pipelines_client import PipelinesClient
 from cioguard.delivery.ratelimit import RateLimiter
 from cioguard.delivery.ratelimit_backends import redis_limiter
 from cioguard.delivery.track_api import TrackApi
@@ -43,7 +45,7 @@ class Runtime:
     tombstones: Tombstones
     limiter: RateLimiter
     credentials: CredentialSource
-    client: TrackClient
+    client: TrackClient | PipelinesClient  # the chosen API's client (CIOGUARD_API)
     destination: Destination
     leases: Leases
 
@@ -63,9 +65,8 @@ def build_runtime(settings: Settings) -> Runtime:
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), 2),  # fail in ~2 s, the task retries
     )  # fmt: skip
     audit = AuditStore.from_url(settings.audit_url)
-    credentials = source_from_spec(settings.secrets_source)
-    creds = credentials.get()
-    client = TrackClient.from_settings(settings, creds)
+    credentials = source_from_spec(settings.secrets_source, api=settings.api)
+    client, destination = build_destination(settings, credentials)
     return Runtime(
         settings=settings,
         envelope=Envelope(settings.payload_keys()),
@@ -75,11 +76,11 @@ def build_runtime(settings: Settings) -> Runtime:
         redis=redis_client,
         tombstones=Tombstones(redis_client, audit),
         limiter=redis_limiter(
-            redis_client, "track", rate_per_s=settings.rate_limit_per_s, burst=settings.burst
-        ),
+            redis_client, settings.api, rate_per_s=settings.api_rate_per_s, burst=settings.burst
+        ),  # one bucket per API: their limits are separate
         credentials=credentials,
         client=client,
-        destination=TrackApi(client),
+        destination=destination,
         leases=Leases(redis_client, ttl_s=lease_ttl_s(settings)),
     )
 
@@ -89,6 +90,18 @@ def lease_ttl_s(settings: Settings) -> float:
     up to a few requests per run, each up to 3 fast attempts, twice after a 401, with timeouts
     and limiter waits."""
     return max(120.0, 12 * (settings.http_timeout_s + 2.0))
+
+
+def build_destination(
+    settings: Settings, credentials: CredentialSource
+) -> tuple[TrackClient | PipelinesClient, Destination]:
+    """The client and destination ``CIOGUARD_API`` chooses, with the source's credentials."""
+    creds = credentials.get()
+    if settings.api == "pipelines":
+        pipelines = PipelinesClient.from_settings(settings, creds)
+        return pipelines, PipelinesApi(pipelines)
+    track = TrackClient.from_settings(settings, creds)
+    return track, TrackApi(track)
 
 
 @functools.lru_cache(maxsize=1)

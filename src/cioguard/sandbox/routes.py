@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cioguard.sandbox import conformance
+from cioguard.sandbox.pipelines import pipelines_routes
 from cioguard.sandbox.state import SandboxState
 from cioguard.sandbox.wire import Checked, Op, loads_strict, poisoned, v1_op, v2_op
 
@@ -261,6 +262,7 @@ def build_app(state: SandboxState) -> Starlette:
         Route("/_sandbox/events", control.events, methods=["GET"]),
         Route("/_sandbox/requests", control.requests, methods=["GET"]),
         Route("/_sandbox/event-ids", control.event_ids, methods=["GET"]),
+        *pipelines_routes(state),  # the Pipelines API (/v1/...) on the same state
         Route("/{path:path}", track.handle, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
     ]
     return Starlette(routes=routes)
