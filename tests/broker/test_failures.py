@@ -105,6 +105,8 @@ def test_a_read_only_replica_is_refused_and_named(
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 def test_a_cluster_node_is_refused_with_the_reason(tmp_path: Any) -> None:
     port = free_port()
+    while port + 10000 > 65535:  # a cluster node also binds its bus port, port + 10000
+        port = free_port()
     nodes = str(tmp_path / "nodes.conf")
     proc = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
