@@ -1,11 +1,11 @@
 """cioguard: deliver data to Customer.io from a queue, safely.
 
-Application code calls :func:`identify`, :func:`track` and :func:`delete_person`; each validates,
-sanitizes and encrypts the data and enqueues a job on Redis for the worker.
+Application code calls :func:`identify`, :func:`track` and :func:`delete_person` (or, in async
+code, :func:`aidentify`, :func:`atrack`, :func:`adelete_person`); each validates, sanitizes and
+encrypts the data and enqueues a job on Redis for the worker.
 
 Names are imported lazily, so ``python -m cioguard.sandbox.server`` or the webhook verifier do not
-load
-the producer's dependencies.
+load the producer's dependencies.
 """
 
 from __future__ import annotations
@@ -21,7 +21,17 @@ if TYPE_CHECKING:  # precise types for users' type checkers; runtime imports sta
         ConfigurationError,
         WebhookVerificationError,
     )
-    from cioguard.producer.api import delete_person, deletion_status, identify, sanitize, track
+    from cioguard.producer.api import (
+        adelete_person,
+        adeletion_status,
+        aidentify,
+        atrack,
+        delete_person,
+        deletion_status,
+        identify,
+        sanitize,
+        track,
+    )
     from cioguard.webhooks.verify import on_webhook, sign_webhook, verify_webhook
 
 _EXPORTS = {
@@ -30,6 +40,10 @@ _EXPORTS = {
     "delete_person": "cioguard.producer.api",
     "deletion_status": "cioguard.producer.api",
     "sanitize": "cioguard.producer.api",
+    "aidentify": "cioguard.producer.api",
+    "atrack": "cioguard.producer.api",
+    "adelete_person": "cioguard.producer.api",
+    "adeletion_status": "cioguard.producer.api",
     "DeletionStatus": "cioguard.erasure.requests",
     "verify_webhook": "cioguard.webhooks.verify",
     "on_webhook": "cioguard.webhooks.verify",
@@ -45,6 +59,10 @@ __all__ = [
     "ConfigurationError",
     "DeletionStatus",
     "WebhookVerificationError",
+    "adelete_person",
+    "adeletion_status",
+    "aidentify",
+    "atrack",
     "delete_person",
     "deletion_status",
     "identify",

@@ -4,14 +4,24 @@ Every call validates first and raises ``ValueError``/``TypeError`` naming the pr
 rejected call enqueues nothing. Sanitizing happens here, in the application process, so dropped
 fields never reach Redis; the worker sanitizes again (defense in depth). What is enqueued is a
 Fernet token; the task's ``argsrepr`` shows only ``('<sealed>',)``.
+
+Person ids may be ``str`` or ``int`` (sent as the decimal string). The ``a``-prefixed coroutines
+(:func:`aidentify`, :func:`atrack`, :func:`adelete_person`, :func:`adeletion_status`) do the same
+work in a small thread pool of cioguard's own, so an ``async def`` endpoint never waits on the
+broker or the audit store on its event loop, and a broker outage cannot take the loop's default
+executor from the application.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import functools
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from celery import Celery
@@ -30,6 +40,12 @@ from cioguard.privacy.hashing import person_hash
 from cioguard.privacy.policy import load_policy
 from cioguard.privacy.sanitizer import Sanitizer
 from cioguard.producer import validate
+
+PersonId = str | int
+"""A person id as the application has it: a string, or an integer primary key."""
+ASYNC_THREADS = 4
+"""Threads behind the async functions: enough for a burst of calls while the broker is slow."""
+_T = TypeVar("_T")
 
 
 class Producer:
@@ -63,14 +79,14 @@ class Producer:
             self._tombstones = Tombstones(client, self.audit)
         return self._tombstones
 
-    def identify(self, person_id: str, attributes: Mapping[str, Any]) -> str:
+    def identify(self, person_id: PersonId, attributes: Mapping[str, Any]) -> str:
         pid = validate.person_id(person_id)
         clean = self.sanitizer.apply(validate.attributes(attributes))
         return self._enqueue(self._job("identify", pid, attributes=clean), DELIVER_TASK)
 
     def track(
         self,
-        person_id: str,
+        person_id: PersonId,
         name: str,
         data: Mapping[str, Any] | None = None,
         *,
@@ -83,7 +99,9 @@ class Producer:
         job = self._job("track", pid, name=event, data=clean, timestamp=when)
         return self._enqueue(job, DELIVER_TASK)
 
-    def delete_person(self, person_id: str, *, reason: str = "erasure", manner: str = "api") -> str:
+    def delete_person(
+        self, person_id: PersonId, *, reason: str = "erasure", manner: str = "api"
+    ) -> str:
         """Record the request (and tombstone) first, then enqueue. Returns the request id."""
         pid = validate.person_id(person_id)
         why = validate.reason(reason)
@@ -144,18 +162,29 @@ class Producer:
         return job_id
 
 
+_installed: list[Producer] = []
+
+
 @functools.lru_cache(maxsize=1)
 def get_producer() -> Producer:
-    return Producer(get_settings())
+    """The process's producer: the one :func:`use_producer` installed, else one from settings."""
+    return _installed[-1] if _installed else Producer(get_settings())
 
 
-def identify(person_id: str, attributes: Mapping[str, Any]) -> str:
+def use_producer(producer: Producer) -> Producer:
+    """Make ``producer`` the one the module functions use (framework integrations, tests)."""
+    _installed[:] = [producer]
+    get_producer.cache_clear()
+    return producer
+
+
+def identify(person_id: PersonId, attributes: Mapping[str, Any]) -> str:
     """Enqueue an identify (create/update the person). Returns the job id."""
     return get_producer().identify(person_id, attributes)
 
 
 def track(
-    person_id: str,
+    person_id: PersonId,
     name: str,
     data: Mapping[str, Any] | None = None,
     *,
@@ -165,7 +194,7 @@ def track(
     return get_producer().track(person_id, name, data, timestamp=timestamp)
 
 
-def delete_person(person_id: str, *, reason: str = "erasure") -> str:
+def delete_person(person_id: PersonId, *, reason: str = "erasure") -> str:
     """Open an erasure request and enqueue it. Returns the deletion request id."""
     return get_producer().delete_person(person_id, reason=reason)
 
@@ -178,3 +207,51 @@ def deletion_status(request_id: str) -> deletions.DeletionStatus:
 def sanitize(attributes: Mapping[str, Any]) -> dict[str, Any]:
     """Apply the configured sanitization policy (what identify() would enqueue)."""
     return get_producer().sanitizer.apply(validate.attributes(attributes))
+
+
+# -- async ---------------------------------------------------------------------------------------
+
+_executor_lock = threading.Lock()
+_executors: list[ThreadPoolExecutor] = []
+
+
+def _executor() -> ThreadPoolExecutor:
+    with _executor_lock:
+        if not _executors:
+            _executors.append(
+                ThreadPoolExecutor(max_workers=ASYNC_THREADS, thread_name_prefix="cioguard-async")
+            )
+        return _executors[0]
+
+
+async def _in_thread(call: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+    """Run ``call`` in cioguard's pool with the caller's context variables, like to_thread."""
+    context = contextvars.copy_context()
+    bound = functools.partial(context.run, call, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(_executor(), bound)
+
+
+async def aidentify(person_id: PersonId, attributes: Mapping[str, Any]) -> str:
+    """:func:`identify` without blocking the event loop (same validation, errors and result)."""
+    return await _in_thread(identify, person_id, attributes)
+
+
+async def atrack(
+    person_id: PersonId,
+    name: str,
+    data: Mapping[str, Any] | None = None,
+    *,
+    timestamp: int | datetime | None = None,
+) -> str:
+    """:func:`track` without blocking the event loop."""
+    return await _in_thread(track, person_id, name, data, timestamp=timestamp)
+
+
+async def adelete_person(person_id: PersonId, *, reason: str = "erasure") -> str:
+    """:func:`delete_person` without blocking the event loop."""
+    return await _in_thread(delete_person, person_id, reason=reason)
+
+
+async def adeletion_status(request_id: str) -> deletions.DeletionStatus:
+    """:func:`deletion_status` without blocking the event loop."""
+    return await _in_thread(deletion_status, request_id)
