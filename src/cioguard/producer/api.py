@@ -35,7 +35,7 @@ from cioguard.config import Settings, get_settings
 from cioguard.erasure import opening
 from cioguard.erasure import requests as deletions
 from cioguard.erasure.tombstones import Tombstones
-from cioguard.errors import BrokerUnavailableError
+from cioguard.errors import BrokerUnavailableError, InvalidInputError
 from cioguard.privacy.hashing import person_hash
 from cioguard.privacy.policy import load_policy
 from cioguard.privacy.sanitizer import Sanitizer
@@ -80,9 +80,16 @@ class Producer:
         return self._tombstones
 
     def identify(self, person_id: PersonId, attributes: Mapping[str, Any]) -> str:
+        return self.enqueue(self.prepare_identify(person_id, attributes))
+
+    def prepare_identify(self, person_id: PersonId, attributes: Mapping[str, Any]) -> Job:
+        """Validate and sanitize an identify into its job, without enqueuing it (:meth:`enqueue`).
+
+        Lets a framework check the call at once and publish later (Django's ``on_commit``).
+        """
         pid = validate.person_id(person_id)
         clean = self.sanitizer.apply(validate.attributes(attributes))
-        return self._enqueue(self._job("identify", pid, attributes=clean), DELIVER_TASK)
+        return self._job("identify", pid, attributes=clean)
 
     def track(
         self,
@@ -92,11 +99,27 @@ class Producer:
         *,
         timestamp: int | datetime | None = None,
     ) -> str:
+        return self.enqueue(self.prepare_track(person_id, name, data, timestamp=timestamp))
+
+    def prepare_track(
+        self,
+        person_id: PersonId,
+        name: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        timestamp: int | datetime | None = None,
+    ) -> Job:
+        """Validate and sanitize a track into its job, without enqueuing it."""
         pid = validate.person_id(person_id)
         event = validate.event_name(name)
         clean = self.sanitizer.apply(validate.event_data(data), enforce_limits=False)
         when = validate.timestamp(timestamp)
-        job = self._job("track", pid, name=event, data=clean, timestamp=when)
+        return self._job("track", pid, name=event, data=clean, timestamp=when)
+
+    def enqueue(self, job: Job) -> str:
+        """Publish an identify or track job made by a ``prepare_`` method; returns its id."""
+        if job.kind not in ("identify", "track"):
+            raise InvalidInputError("only identify and track jobs can be enqueued this way")
         return self._enqueue(job, DELIVER_TASK)
 
     def delete_person(
@@ -163,12 +186,14 @@ class Producer:
 
 
 _installed: list[Producer] = []
+_settings_source: list[Callable[[], Settings]] = [get_settings]
 
 
 @functools.lru_cache(maxsize=1)
 def get_producer() -> Producer:
-    """The process's producer: the one :func:`use_producer` installed, else one from settings."""
-    return _installed[-1] if _installed else Producer(get_settings())
+    """The process's producer: the one :func:`use_producer` installed, else one built on first
+    use from the settings (the environment, or what :func:`use_settings` chose)."""
+    return _installed[-1] if _installed else Producer(_settings_source[-1]())
 
 
 def use_producer(producer: Producer) -> Producer:
@@ -176,6 +201,21 @@ def use_producer(producer: Producer) -> Producer:
     _installed[:] = [producer]
     get_producer.cache_clear()
     return producer
+
+
+def use_settings(source: Callable[[], Settings]) -> None:
+    """Build the process's producer from ``source()`` on first use (a framework's settings).
+
+    Lazy, so a management command that never enqueues needs no keys.
+    """
+    _installed.clear()
+    _settings_source[:] = [source]
+    get_producer.cache_clear()
+
+
+def current_settings() -> Settings:
+    """The settings the module functions use (for the framework integrations' webhook views)."""
+    return _installed[-1].settings if _installed else _settings_source[-1]()
 
 
 def identify(person_id: PersonId, attributes: Mapping[str, Any]) -> str:
