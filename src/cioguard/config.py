@@ -193,6 +193,11 @@ def _require(value: SecretStr | None, name: str) -> str:
     return value.get_secret_value()
 
 
+def setting_names() -> frozenset[str]:
+    """The environment variable names :class:`Settings` reads (``CIOGUARD_BROKER_URL``...)."""
+    return frozenset(field.alias or name for name, field in Settings.model_fields.items())
+
+
 def load_settings(defaults: Mapping[str, Any] | None = None) -> Settings:
     """Build settings from the environment, turning validation errors into one clear line.
 
@@ -202,7 +207,7 @@ def load_settings(defaults: Mapping[str, Any] | None = None) -> Settings:
     out of settings files. An unknown name is refused (a typo would otherwise be ignored).
     """
     values = dict(defaults or {})
-    known = {field.alias or name for name, field in Settings.model_fields.items()}
+    known = setting_names()
     for name in values:
         if name not in known:
             raise ConfigurationError(f"{name} is not a cioguard setting (see .env.example)")

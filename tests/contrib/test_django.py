@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,7 @@ from django.test import Client, override_settings  # noqa: E402
 
 from cioguard.broker.celeryconf import QUEUE, WEBHOOK_TASK  # noqa: E402
 from cioguard.producer import api  # noqa: E402
-from cioguard.webhooks.verify import sign_webhook  # noqa: E402
-
-SECRET = "whsec-django-test"
-EMAIL = "ada.django@example.com"
+from tests.contrib.webhook_events import EMAIL, SECRET, signed  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +66,7 @@ def broker(redis_url: str) -> Iterator[redis.Redis]:
 
 
 def tasks_queued(broker: redis.Redis) -> list[str]:
-    return [json.loads(raw)["headers"]["task"] for raw in broker.lrange(QUEUE, 0, -1)]
+    return [json.loads(raw)["headers"]["task"] for raw in reversed(broker.lrange(QUEUE, 0, -1))]
 
 
 def accounts() -> int:
@@ -194,20 +190,6 @@ def test_bad_settings_stop_with_a_message_naming_the_setting(
 
 
 # -- the webhook view -----------------------------------------------------------------------
-
-
-def signed(event_id: str, secret: str = SECRET) -> tuple[bytes, dict[str, str]]:
-    event = {
-        "event_id": event_id, "object_type": "email", "metric": "opened",
-        "timestamp": int(time.time()),
-        "data": {"identifiers": {"id": "42", "email": EMAIL}, "recipient": EMAIL},
-    }  # fmt: skip
-    body = json.dumps(event).encode()
-    stamp = int(time.time())
-    return body, {
-        "X-CIO-Timestamp": str(stamp),
-        "X-CIO-Signature": sign_webhook(body, secret, stamp),
-    }
 
 
 def test_webhook_view_with_the_test_client(configured: dict[str, str], broker: redis.Redis) -> None:
