@@ -47,11 +47,17 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]
 
 
 @pytest.fixture
-def cio(sandbox: SandboxServer) -> SandboxServer:
+def cio(sandbox: SandboxServer) -> Iterator[SandboxServer]:
+    """The shared sandbox, reset; at teardown, every request it received must have been one
+    Customer.io's published spec allows (``spec_violations`` names the codes, never payloads)."""
     sandbox.control.reset()
     sandbox.control.configure(**FaultConfig().as_dict())
     sandbox.control.set_credentials([(sandbox.site_id, sandbox.api_key)])
-    return sandbox
+    yield sandbox
+    stats = sandbox.control.stats()
+    assert stats["spec_violations"] == 0, (
+        f"requests violating Customer.io's Track API spec: {stats['spec_violations_by_code']}"
+    )
 
 
 @pytest.fixture

@@ -44,6 +44,7 @@ _EXPECTED: dict[str, str] = {
     "CIOGUARD_MAX_ATTEMPTS": "a whole number >= 1",
     "CIOGUARD_MAX_AGE_S": "a positive number of seconds",
     "CIOGUARD_VISIBILITY_TIMEOUT_S": "a whole number of seconds >= 5",
+    "CIOGUARD_REQUEUE_AFTER_S": "a number of seconds >= 1",
     "CIOGUARD_METRICS_PORT": "a TCP port number (1-65535)",
     "CIOGUARD_BATCH": "0 or 1",
     "CIOGUARD_CA_BUNDLE": "the path of a readable PEM file",
@@ -91,6 +92,7 @@ class Settings(BaseSettings):
     max_attempts: int = Field(12, ge=1, alias="CIOGUARD_MAX_ATTEMPTS")
     max_age_s: float = Field(24 * 3600.0, gt=0, alias="CIOGUARD_MAX_AGE_S")
     visibility_timeout_s: int = Field(900, ge=5, alias="CIOGUARD_VISIBILITY_TIMEOUT_S")
+    requeue_after_s: float = Field(300.0, ge=1, alias="CIOGUARD_REQUEUE_AFTER_S")
     batch: bool = Field(True, alias="CIOGUARD_BATCH")
     metrics_port: int | None = Field(None, ge=1, le=65535, alias="CIOGUARD_METRICS_PORT")
     sentry_dsn: SecretStr | None = Field(None, alias="SENTRY_DSN")

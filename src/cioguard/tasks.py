@@ -2,15 +2,16 @@
 
 Two wirings of the same task names, chosen by ``CIOGUARD_BATCH`` at worker start:
 
-* unbatched (``CIOGUARD_BATCH=0``): one message -> one job -> one request
-  (:mod:`cioguard.delivery.pipeline`);
-* batched (the default): ``celery-batches`` buffers messages in the consumer and hands a list to the
-  pool (:mod:`cioguard.delivery.batch`), flushed at ``CIOGUARD_BATCH_MAX_OPS`` messages or after
-  ``CIOGUARD_BATCH_LINGER_S``, whichever comes first. Chosen over a hand-written flush task because
-  it keeps Celery's own message handling: messages are acknowledged only after the batch function
-  returns (late acks), and an unacknowledged buffer is redelivered by Redis if the worker dies.
-  Items that must run again are re-published with a countdown *before* that acknowledgement, each
-  under its own job id, so one person's failure never holds the others.
+* unbatched (``CIOGUARD_BATCH=0``): one message -> one job, handed to
+  :func:`cioguard.delivery.pipeline.run` alone;
+* batched (the default): ``celery-batches`` buffers messages in the consumer and hands a list to
+  the pool, which hands it to the same :func:`~cioguard.delivery.pipeline.run`, flushed at
+  ``CIOGUARD_BATCH_MAX_OPS`` messages or after ``CIOGUARD_BATCH_LINGER_S``, whichever comes first.
+  Chosen over a hand-written flush task because it keeps Celery's own message handling: messages
+  are acknowledged only after the batch function returns (late acks), and an unacknowledged buffer
+  is redelivered by Redis if the worker dies. Items that must run again are re-published with a
+  countdown *before* that acknowledgement, each under its own job id, so one person's failure
+  never holds the others.
 
 Arguments are ciphertext only; ``argsrepr`` is a short redacted form on the first send (api.py)
 and on every retry (Celery's ``retry()`` drops it otherwise, celery#6086). Return values are
@@ -24,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from celery import Celery, Task
+from celery.exceptions import Reject
 from celery_batches import SimpleRequest
 
 from cioguard.broker.batches import NOT_SETTLED, ReportingBatches
@@ -31,11 +33,11 @@ from cioguard.broker.celeryconf import DELIVER_TASK, ERASE_TASK
 from cioguard.broker.envelope import EnvelopeError
 from cioguard.broker.jobs import SEALED_REPR, Job
 from cioguard.config import Settings
-from cioguard.delivery import pipeline as delivery
-from cioguard.delivery.batch import BatchItem, ItemResult, run_batch
+from cioguard.delivery import pipeline, settle
 from cioguard.delivery.ratelimit import RateLimitedError
 from cioguard.delivery.retrying import countdown, exhausted
 from cioguard.delivery.runtime import Runtime, get_runtime
+from cioguard.delivery.settle import Item, ItemResult
 from cioguard.errors import AuditUnavailableError, RetryableError
 from cioguard.ops import metrics
 
@@ -73,16 +75,11 @@ def register(app: Celery, settings: Settings) -> None:
 
 
 def deliver(task: Task, sealed: str) -> str:
-    again = _redelivered(task.request.delivery_info)
-    return _run(
-        task,
-        sealed,
-        lambda rt, job, s, a: delivery.deliver(rt, job, s, attempt=a, redelivered=again),
-    )
+    return _run(task, sealed)
 
 
 def erase(task: Task, sealed: str) -> str:
-    return _run(task, sealed, lambda rt, job, s, a: delivery.erase(rt, job, s, attempt=a))
+    return _run(task, sealed)
 
 
 def _redelivered(delivery_info: Mapping[str, Any] | None) -> bool:
@@ -96,12 +93,10 @@ def _runtime_or_retry(task: Task) -> Runtime:
         return get_runtime()
     except Exception as exc:
         log.error("worker runtime unavailable", extra={"error_class": type(exc).__name__})
-        raise task.retry(
-            countdown=RUNTIME_RETRY_S, argsrepr=SEALED_REPR, kwargsrepr="{}", exc=None, throw=True
-        ) from None
+        _publish_retry(task, RUNTIME_RETRY_S, "runtime")
 
 
-def _run(task: Task, sealed: str, step: Callable[[Runtime, Job, str, int], str]) -> str:
+def _run(task: Task, sealed: str) -> str:
     rt = _runtime_or_retry(task)
     attempt = int(task.request.retries) + 1
     try:
@@ -111,16 +106,21 @@ def _run(task: Task, sealed: str, step: Callable[[Runtime, Job, str, int], str])
         return _recorded_or_retry(
             task, lambda: _unreadable(rt, str(task.request.id), sealed, unreadable, attempt)
         )
+    item = Item(job, sealed, attempt, _redelivered(task.request.delivery_info))
     try:
-        return str(step(rt, job, sealed, attempt))
-    except (RetryableError, AuditUnavailableError) as exc:
-        if not _give_up(rt, job, attempt, exc):
-            _retry(task, rt, job, exc, attempt)
-        failure: Exception = exc
+        [result] = pipeline.run(rt, [item], batching=False)
     except Exception as exc:  # a bug must not lose the job: keep it, replayable
         log.exception("unexpected error", extra={"job_id": job.job_id, "kind": job.kind})
-        failure = exc
-    return _recorded_or_retry(task, lambda: delivery.dead_letter(rt, job, sealed, failure, attempt))
+        result = ItemResult(item, retry=exc)
+    if result.outcome is not None:
+        return result.outcome
+    failure = result.retry
+    assert failure is not None
+    if isinstance(failure, RetryableError | AuditUnavailableError) and not _give_up(
+        rt, job, attempt, failure
+    ):
+        _retry(task, rt, job, failure, attempt)
+    return _recorded_or_retry(task, lambda: settle.dead_letter(rt, job, sealed, failure, attempt))
 
 
 def _recorded_or_retry(task: Task, record: Callable[[], str]) -> str:
@@ -129,9 +129,7 @@ def _recorded_or_retry(task: Task, record: Callable[[], str]) -> str:
         return record()
     except AuditUnavailableError:
         log.warning("final outcome not recorded; retrying", extra={"job_id": task.request.id})
-        raise task.retry(
-            countdown=RUNTIME_RETRY_S, argsrepr=SEALED_REPR, kwargsrepr="{}", exc=None, throw=True
-        ) from None
+        _publish_retry(task, RUNTIME_RETRY_S, "unknown")
 
 
 def _give_up(rt: Runtime, job: Job, attempt: int, exc: Exception) -> bool:
@@ -162,8 +160,26 @@ def _delay(rt: Runtime, job: Job, exc: Exception, attempt: int) -> float:
 
 
 def _retry(task: Task, rt: Runtime, job: Job, exc: Exception, attempt: int) -> NoReturn:
-    delay = _delay(rt, job, exc, attempt)
-    raise task.retry(countdown=delay, argsrepr=SEALED_REPR, kwargsrepr="{}", exc=None, throw=True)
+    _publish_retry(task, _delay(rt, job, exc, attempt), job.kind)
+
+
+def _publish_retry(task: Task, countdown_s: float, kind: str) -> NoReturn:
+    """Re-publish the message with a countdown; if the broker will not take it, keep it.
+
+    Celery's ``retry()`` turns a failed publish into ``Reject(requeue=False)``, which drops the
+    message: no final row, no dead letter, no queue entry. Here the message is rejected with
+    requeue instead (kombu puts it back; if even that fails it stays unacknowledged and is
+    handed back by the transport), the failure is logged and counted.
+    """
+    try:
+        raise task.retry(
+            countdown=countdown_s, argsrepr=SEALED_REPR, kwargsrepr="{}", exc=None, throw=True
+        )
+    except Reject as rejected:
+        reason = type(rejected.reason).__name__ if rejected.reason is not None else "unknown"
+        log.error("could not re-publish; message kept", extra={"error_class": reason})
+        metrics.retry_unpublished(kind)
+        raise Reject(reason, requeue=True) from None
 
 
 def _unreadable(rt: Runtime, job_id: str, sealed: str, exc: Exception, attempt: int) -> str:
@@ -195,7 +211,7 @@ def _run_batch(requests: Sequence[SimpleRequest], task_name: str) -> list[str]:
     except Exception as exc:
         log.error("worker runtime unavailable", extra={"error_class": type(exc).__name__})
         return [_republish(req, task_name) for req in requests]
-    items: list[BatchItem] = []
+    items: list[Item] = []
     outcome_of: dict[str, str] = {}  # by task id (= job id), to answer in request order
     for req in requests:
         sealed, attempt = req.args[0], int(req.request_dict.get("retries") or 0) + 1
@@ -204,10 +220,9 @@ def _run_batch(requests: Sequence[SimpleRequest], task_name: str) -> list[str]:
         except (EnvelopeError, ValueError, TypeError) as exc:
             outcome_of[str(req.id)] = _unreadable(rt, str(req.id), sealed, exc, attempt)
             continue
-        again = _redelivered(req.delivery_info)
-        items.append(BatchItem(job=job, sealed=sealed, attempt=attempt, redelivered=again))
+        items.append(Item(job, sealed, attempt, _redelivered(req.delivery_info)))
     try:
-        results = run_batch(rt, items)
+        results = pipeline.run(rt, items, batching=True)
     except Exception as exc:  # a bug must not lose the buffer: send every item back
         log.exception("unexpected error in batch")
         results = [ItemResult(item, retry=exc) for item in items]
@@ -227,7 +242,7 @@ def _requeue(rt: Runtime, result: ItemResult, task_name: str) -> str:
     if not isinstance(exc, RetryableError | AuditUnavailableError) or _give_up(
         rt, item.job, item.attempt, exc
     ):
-        return delivery.dead_letter(rt, item.job, item.sealed, exc, item.attempt)
+        return settle.dead_letter(rt, item.job, item.sealed, exc, item.attempt)
     try:
         _app().send_task(
             task_name, args=[item.sealed], task_id=item.job.job_id, retries=item.attempt,
@@ -236,6 +251,7 @@ def _requeue(rt: Runtime, result: ItemResult, task_name: str) -> str:
         )  # fmt: skip
     except Exception as publish_exc:  # broker trouble: keep the original message unacknowledged
         log.error("could not re-publish", extra={"error_class": type(publish_exc).__name__})
+        metrics.retry_unpublished(item.job.kind)
         return NOT_SETTLED
     return "retrying"
 

@@ -83,10 +83,26 @@ def _on_pool_process_init(**_: Any) -> None:
     init_process(settings, role="worker-process")
 
 
+_relay: list[Any] = []
+
+
 @signals.worker_ready.connect
 def _on_worker_ready(sender: Any = None, **_: Any) -> None:
-    if _ours(sender) and settings.metrics_port:
+    from cioguard.delivery.relay import OutboxRelay
+
+    if not _ours(sender):
+        return
+    if settings.metrics_port:
         metrics.start_server(settings.metrics_port, settings.audit_url)
+    relay = OutboxRelay(app, settings)
+    relay.start()
+    _relay.append(relay)
+
+
+@signals.worker_shutdown.connect
+def _on_worker_shutdown(**_: Any) -> None:
+    for relay in _relay:  # started only by this app's worker_ready
+        relay.stop()
 
 
 @signals.worker_process_shutdown.connect

@@ -34,7 +34,13 @@ def test_recording_keeps_what_would_have_been_queued_sanitized() -> None:
         "track", "signed_up", {"plan": "pro"}, 1_700_000_000,
     )  # fmt: skip
     assert cio.calls_for(42, "track") == [track]
-    assert "42" not in repr(cio.calls)  # the raw id is not recorded, only its keyed hash
+
+
+def test_the_raw_person_id_is_not_recorded_only_its_keyed_hash() -> None:
+    with recording() as cio:
+        cioguard.identify("canary-person-7f3a", {"plan": "pro"})
+    assert "canary-person-7f3a" not in repr(cio.calls)
+    assert cio.calls_for("canary-person-7f3a") == cio.calls
 
 
 def test_bad_calls_raise_as_in_production_and_record_nothing() -> None:

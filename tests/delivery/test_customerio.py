@@ -58,7 +58,9 @@ def client(sandbox: SandboxServer) -> Iterator[TrackClient]:
 
 CALLS: dict[str, Callable[[TrackClient], int]] = {
     "identify": lambda c: c.identify(PERSON, {"email": EMAIL, "note": SECRET_DATA}),
-    "track": lambda c: c.track(PERSON, "paid", {"secret": SECRET_DATA}, event_id="01J0EVENT"),
+    "track": lambda c: c.track(
+        PERSON, "paid", {"secret": SECRET_DATA}, event_id="01HZX3K5Q8M2N4P6R8T0V2W4Y6"
+    ),
     "delete": lambda c: c.delete(PERSON),
     "suppress": lambda c: c.suppress(PERSON),
 }
@@ -107,7 +109,7 @@ def test_identify_and_track_reach_the_api_with_the_event_id(
     CALLS["identify"](client)
     CALLS["track"](client)
     assert sandbox.control.person(PERSON) == {"email": EMAIL, "note": SECRET_DATA}
-    assert [e["id"] for e in sandbox.control.events(PERSON)] == ["01J0EVENT"]
+    assert [e["id"] for e in sandbox.control.events(PERSON)] == ["01HZX3K5Q8M2N4P6R8T0V2W4Y6"]
 
 
 def test_check_region_returns_the_account_region(client: TrackClient) -> None:

@@ -17,6 +17,7 @@ from cioguard.audit.store import AuditStore
 from cioguard.broker.jobs import Job
 from cioguard.delivery import pipeline as delivery
 from cioguard.delivery.customerio import TrackClient
+from cioguard.delivery.track_api import TrackApi
 from cioguard.erasure import opening
 from cioguard.erasure import requests as deletions
 from cioguard.errors import AuditUnavailableError, InvalidInputError
@@ -251,8 +252,11 @@ def test_a_404_from_customerio_counts_as_done(store: AuditStore, mode: str) -> N
     client._cio.http.mount("https://", answer)
     added: list[str] = []
     rt = SimpleNamespace(
-        audit=store, client=client, policy_version="p1",
-        tombstones=SimpleNamespace(add=added.append),
+        audit=store, client=client, destination=TrackApi(client), policy_version="p1",
+        tombstones=SimpleNamespace(
+            add=added.append,
+            gates=lambda ids, hashes: ({i for i in ids if store.has_final(i)}, set()),
+        ),
         limiter=SimpleNamespace(acquire=lambda: 0.0, pause_fleet=lambda s: None),
     )  # fmt: skip
     opened = opening.open_request(store, ALICE, reason="erasure", manner="api", mode=mode)
@@ -269,3 +273,29 @@ def test_a_404_from_customerio_counts_as_done(store: AuditStore, mode: str) -> N
         assert (
             conn.execute(select(audit_log.c.seq).where(audit_log.c.outcome == "failed")).all() == []
         )
+
+
+def test_state_only_moves_forward_a_completed_request_never_reads_in_progress_again(
+    store: AuditStore,
+) -> None:
+    """Copy B of an erase job read ``received``, copy A completed it, then B writes its step."""
+    opened = _open(store)
+    rid, job = opened.request_id, opened.job_id
+    assert deletions.transition(store, rid, "in_progress", job_id=job, attempts=1)
+    assert deletions.transition(store, rid, "completed", job_id=job, attempts=1, final=True)
+    assert not deletions.transition(store, rid, "in_progress", job_id=job, attempts=2)
+    assert not deletions.transition(store, rid, "failed", job_id=job, attempts=2)
+    assert _status(store, rid).state == "completed"
+    outcomes = [r["outcome"] for r in _rows(store, rid)]
+    assert outcomes == ["received", "in_progress", "completed"]
+
+
+def test_a_failed_request_may_be_received_again_but_received_cannot_skip_back(
+    store: AuditStore,
+) -> None:
+    opened = _open(store)
+    rid, job = opened.request_id, opened.job_id
+    assert not deletions.transition(store, rid, "received", job_id=job)  # already received
+    assert deletions.transition(store, rid, "failed", job_id=job, attempts=1)
+    assert deletions.transition(store, rid, "received", job_id="replayed-job")
+    assert _status(store, rid).state == "received"

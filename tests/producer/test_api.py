@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -161,6 +162,14 @@ BAD_IDENTIFY: list[tuple[str, tuple[Any, ...], type[Exception], str]] = [
     ("301-attributes", (CANARY_ID, {f"a{i}": i for i in range(301)}), ValueError,
      r"^301 attributes after sanitizing; Customer.io accepts at most 300$"),
     ("nested-too-deep", (CANARY_ID, DEEP), ValueError, r"nested deeper than 32"),
+    ("created-at-ms", (CANARY_ID, {"created_at": 1_700_000_000_000}), ValueError,
+     r"^created_at looks like milliseconds .* whole Unix seconds"),
+    ("created-at-float", (CANARY_ID, {"created_at": 1.7e9}), TypeError,
+     r"^created_at must be an int or a datetime, not float$"),
+    ("created-at-str", (CANARY_ID, {"created_at": "1700000000"}), TypeError,
+     r"^created_at must be an int or a datetime, not str$"),
+    ("_timestamp-ms", (CANARY_ID, {"_timestamp": 1_700_000_000_000}), ValueError,
+     r"^_timestamp looks like milliseconds"),
 ]  # fmt: skip
 
 BAD_TRACK: list[tuple[str, tuple[Any, ...], dict[str, Any], type[Exception], str]] = [
@@ -184,6 +193,8 @@ BAD_TRACK: list[tuple[str, tuple[Any, ...], dict[str, Any], type[Exception], str
     ("ts-negative", (CANARY_ID, "e"), {"timestamp": -1}, ValueError, r"^timestamp is negative$"),
     ("ts-negative-datetime", (CANARY_ID, "e"), {"timestamp": datetime(1969, 1, 1, tzinfo=UTC)},
      ValueError, r"^timestamp is negative$"),
+    ("ts-milliseconds", (CANARY_ID, "e"), {"timestamp": 1_700_000_000_000}, ValueError,
+     r"^timestamp looks like milliseconds \(or a finer unit\): Customer.io takes whole Unix"),
 ]  # fmt: skip
 
 BAD_DELETE: list[tuple[str, tuple[Any, ...], dict[str, Any], type[Exception], str]] = [
@@ -307,6 +318,28 @@ def test_track_enqueues_one_sealed_message(
     assert payload["name"] == CANARY_EVENT
     assert payload["timestamp"] == 1_704_067_200
     assert payload["data"] == {"note": "card [REDACTED:card]", "ref": "canary-ref"}
+
+
+def test_track_without_timestamp_is_dated_at_the_call(
+    producer: Producer, broker: redis.Redis
+) -> None:
+    """Never ``"timestamp": null``: Customer.io would date the event when it arrives."""
+    before = math.floor(time.time())
+    producer.track(CANARY_ID, CANARY_EVENT)
+    after = math.floor(time.time())
+    payload = producer.envelope.open(body_of(queued(broker)[0])[0][0])
+    assert type(payload["timestamp"]) is int
+    assert before <= payload["timestamp"] <= after
+
+
+def test_identify_created_at_datetime_becomes_unix_seconds(
+    producer: Producer, broker: redis.Redis
+) -> None:
+    created = datetime(2024, 1, 1, 0, 0, 0, 500_000, tzinfo=UTC)
+    producer.identify(CANARY_ID, {"created_at": created, "plan": "pro"})
+    payload = producer.envelope.open(body_of(queued(broker)[0])[0][0])
+    assert payload["attributes"]["created_at"] == 1_704_067_200
+    assert payload["attributes"]["plan"] == "pro"
 
 
 def test_delete_person_records_then_enqueues_one_sealed_message(

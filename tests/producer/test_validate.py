@@ -351,9 +351,9 @@ def test_event_data_applies_the_attribute_checks() -> None:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        (None, None),
         (0, 0),
         (1_700_000_000, 1_700_000_000),
+        (9_999_999_999, 9_999_999_999),  # year 2286: still seconds
         (datetime(2024, 1, 1, tzinfo=UTC), 1_704_067_200),
         (datetime(2024, 1, 1, 1, tzinfo=timezone(timedelta(hours=1))), 1_704_067_200),
         (datetime(2024, 1, 1), 1_704_067_200),  # naive means UTC, whatever the local zone
@@ -364,7 +364,60 @@ def test_event_data_applies_the_attribute_checks() -> None:
 def test_timestamp_accepts_unix_seconds_and_datetimes(value: object, expected: int | None) -> None:
     result = validate.timestamp(value)
     assert result == expected
-    assert result is None or type(result) is int
+    assert type(result) is int
+
+
+def test_no_timestamp_means_the_time_of_the_call() -> None:
+    assert validate.timestamp(None, now=lambda: 1_700_000_123.9) == 1_700_000_123
+
+
+@pytest.mark.parametrize(
+    "value", [1_700_000_000_000, 1_700_000_000_000_000, 10_000_000_000, datetime(2290, 1, 1)]
+)
+def test_millisecond_timestamps_are_refused_with_a_message_that_says_so(value: object) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        validate.timestamp(value)
+    assert str(caught.value) == (
+        "timestamp looks like milliseconds (or a finer unit): Customer.io takes whole Unix "
+        "seconds, divide by 1000"
+    )
+    assert str(value) not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["created_at", "_timestamp"])
+def test_timestamp_attributes_become_whole_unix_seconds(name: str) -> None:
+    attributes = {name: datetime(2024, 1, 1, 0, 0, 0, 999_999, tzinfo=UTC), "plan": "pro"}
+    converted = validate.timestamp_attributes(attributes)
+    assert converted == {name: 1_704_067_200, "plan": "pro"}
+    assert attributes[name] != 1_704_067_200  # the caller's mapping is not changed
+    assert validate.timestamp_attributes({name: 1_704_067_200}) == {name: 1_704_067_200}
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        (1.7e9, InvalidTypeError, "created_at must be an int or a datetime, not float"),
+        ("1700000000", InvalidTypeError, "created_at must be an int or a datetime, not str"),
+        ("2024-01-01", InvalidTypeError, "created_at must be an int or a datetime, not str"),
+        (None, InvalidTypeError, "created_at must be an int or a datetime, not NoneType"),
+        (True, InvalidTypeError, "created_at must be an int or a datetime, not bool"),
+        (-5, InvalidInputError, "created_at is negative"),
+        (1_700_000_000_000, InvalidInputError, "created_at looks like milliseconds (or a finer "
+         "unit): Customer.io takes whole Unix seconds, divide by 1000"),
+    ],
+)  # fmt: skip
+def test_created_at_that_is_not_whole_seconds_is_refused(
+    value: object, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error) as caught:
+        validate.timestamp_attributes({"created_at": value})
+    assert str(caught.value) == message
+
+
+def test_attributes_without_timestamps_pass_through_untouched() -> None:
+    attributes = {"plan": "pro"}
+    assert validate.timestamp_attributes(attributes) is attributes
+    assert validate.timestamp_attributes(["not", "a", "mapping"]) == ["not", "a", "mapping"]
 
 
 def test_naive_datetime_is_read_as_utc_not_local_time(monkeypatch: pytest.MonkeyPatch) -> None:

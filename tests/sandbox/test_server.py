@@ -7,6 +7,7 @@ credentials before every test, so tests stay independent without paying a start-
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from customerio import CustomerIO, CustomerIOException
+from ulid import ULID
 
 from cioguard.sandbox.client import FAULT_FLAGS, SandboxServer, SandboxStartError
 from cioguard.sandbox.routes import basic_credentials, match_route
@@ -40,6 +42,11 @@ def clean(sandbox: SandboxServer) -> None:
     sandbox.control.configure(**FaultConfig().as_dict())
     sandbox.control.set_credentials([(SITE, KEY)])
     sandbox.control.reset()
+
+
+def eid(label: str) -> str:
+    """A deterministic ULID (the spec's format for event ids) named by ``label``."""
+    return str(ULID.from_bytes(hashlib.sha256(label.encode()).digest()[:16]))
 
 
 def identify(http: httpx.Client, person: str, **attributes: Any) -> httpx.Response:
@@ -107,13 +114,15 @@ def test_path_ids_are_percent_decoded(sandbox: SandboxServer, http: httpx.Client
 def test_events_are_stored_and_deduplicated_by_id(
     sandbox: SandboxServer, http: httpx.Client
 ) -> None:
-    first = event(http, "p1", "purchase", data={"total": 3}, id="01J0EVENT", timestamp=1700000000)
-    again = event(http, "p1", "purchase", data={"total": 3}, id="01J0EVENT")
+    first = event(
+        http, "p1", "purchase", data={"total": 3}, id=eid("01J0EVENT"), timestamp=1700000000
+    )
+    again = event(http, "p1", "purchase", data={"total": 3}, id=eid("01J0EVENT"))
     without_id = event(http, "p1", "viewed")
     assert [first.status_code, again.status_code, without_id.status_code] == [200, 200, 200]
     stored = sandbox.control.events("p1")
     assert [(e["name"], e["id"], e["data"]) for e in stored] == [
-        ("purchase", "01J0EVENT", {"total": 3}),
+        ("purchase", eid("01J0EVENT"), {"total": 3}),
         ("viewed", None, {}),
     ]
     stats = sandbox.control.stats()
@@ -123,11 +132,11 @@ def test_events_are_stored_and_deduplicated_by_id(
 def test_event_ids_outlive_the_deletion_of_their_person(
     sandbox: SandboxServer, http: httpx.Client
 ) -> None:
-    event(http, "p1", "purchase", id="01J0KEPT")
-    event(http, "p2", "purchase", id="01J0GONE")
+    event(http, "p1", "purchase", id=eid("01J0KEPT"))
+    event(http, "p2", "purchase", id=eid("01J0GONE"))
     assert http.delete("/api/v1/customers/p2").status_code == 200
     assert sandbox.control.events("p2") == []
-    assert sandbox.control.event_ids() == {"01J0KEPT", "01J0GONE"}
+    assert sandbox.control.event_ids() == {eid("01J0KEPT"), eid("01J0GONE")}
 
 
 def test_delete_removes_person_and_is_200_when_absent(
@@ -146,7 +155,7 @@ def test_suppressed_ids_are_accepted_but_ignored(
     identify(http, "p1", email="a@example.com")
     assert http.post("/api/v1/customers/p1/suppress").status_code == 200
     assert identify(http, "p1", email="b@example.com").status_code == 200
-    assert event(http, "p1", "purchase", id="e1").status_code == 200
+    assert event(http, "p1", "purchase", id=eid("e1")).status_code == 200
     assert sandbox.control.person("p1") is None
     assert sandbox.control.events("p1") == []
     stats = sandbox.control.stats()
@@ -178,7 +187,8 @@ def test_limit_violations_are_400(
     method = "POST" if path.endswith("/events") else "PUT"
     response = http.request(method, path, json=body)
     assert response.status_code == 400
-    assert "error" in response.json()["meta"]
+    assert response.json()["meta"]["errors"]
+    assert sandbox.control.stats()["spec_violations"] >= 1
     assert sandbox.control.stats()["people"] == 0
     assert sandbox.control.events() == []
 
@@ -200,7 +210,7 @@ def test_poisoned_prefix_is_400(sandbox: SandboxServer, http: httpx.Client) -> N
 def test_batch_applies_every_op(sandbox: SandboxServer, http: httpx.Client) -> None:
     ops = [
         op("p1", "identify", attributes={"email": "a@example.com"}),
-        op("p1", "event", name="purchase", id="b1", attributes={"total": 5}),
+        op("p1", "event", name="purchase", id=eid("b1"), attributes={"total": 5}),
         op("p2", "identify", attributes={"plan": "pro"}),
         op("p2", "delete"),
         op("p3", "suppress"),
@@ -221,7 +231,7 @@ def test_batch_207_names_each_invalid_op(sandbox: SandboxServer, http: httpx.Cli
         {"type": "person", "action": "identify", "attributes": {"a": 1}},
         {"type": "person", "identifiers": {"id": "p2", "email": "x@y"}, "action": "identify"},
         op("p3", "explode"),
-        op("p4", "event", name="ok", id="ev4"),
+        op("p4", "event", name="ok", id=eid("ev4")),
         op("p5", "event", name="n" * 101),
         op("poison-6", "identify", attributes={"a": 1}),
         op("p7", "identify", attributes={"a": BIG}),
@@ -270,7 +280,7 @@ def test_injected_5xx_does_not_apply(sandbox: SandboxServer, http: httpx.Client)
 
 def test_injected_429_carries_retry_after(sandbox: SandboxServer, http: httpx.Client) -> None:
     sandbox.control.configure(fail_429_ratio=1.0, retry_after_s=7)
-    response = event(http, "p1", "purchase", id="e1")
+    response = event(http, "p1", "purchase", id=eid("e1"))
     assert (response.status_code, response.headers["retry-after"]) == (429, "7")
     assert sandbox.control.events("p1") == []
 
@@ -291,13 +301,13 @@ def test_slow_request_is_applied_after_client_timeout(
 ) -> None:
     sandbox.control.configure(slow_ratio=1.0, slow_s=0.5)
     with pytest.raises(httpx.ReadTimeout):
-        event(http, "p1", "purchase", id="slow-1", timeout=0.1)
+        event(http, "p1", "purchase", id=eid("slow-1"), timeout=0.1)
     sandbox.control.configure(slow_ratio=0.0)
     deadline = time.monotonic() + 5
     while not sandbox.control.events("p1") and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert [e["id"] for e in sandbox.control.events("p1")] == ["slow-1"]
-    assert event(http, "p1", "purchase", id="slow-1").status_code == 200
+    assert [e["id"] for e in sandbox.control.events("p1")] == [eid("slow-1")]
+    assert event(http, "p1", "purchase", id=eid("slow-1")).status_code == 200
     assert len(sandbox.control.events("p1")) == 1
     assert sandbox.control.stats()["duplicate_events"] == 1
 
@@ -339,12 +349,12 @@ def test_stats_count_by_endpoint_and_status(sandbox: SandboxServer, http: httpx.
 
 def test_reset_clears_state_and_stats(sandbox: SandboxServer, http: httpx.Client) -> None:
     identify(http, "p1", a=1)
-    event(http, "p1", "e", id="r1")
+    event(http, "p1", "e", id=eid("r1"))
     sandbox.control.reset()
     stats = sandbox.control.stats()
     assert (stats["requests_total"], stats["people"], stats["events_unique"]) == (0, 0, 0)
     assert sandbox.control.requests() == []
-    assert event(http, "p1", "e", id="r1").status_code == 200
+    assert event(http, "p1", "e", id=eid("r1")).status_code == 200
     assert sandbox.control.stats()["duplicate_events"] == 0
 
 
@@ -357,8 +367,8 @@ def test_official_package_against_sandbox(sandbox: SandboxServer) -> None:
     # requests prefers REQUESTS_CA_BUNDLE from the environment over session.verify.
     cio.http.trust_env = False
     cio.identify("p1", email="a@example.com", plan="pro")
-    cio.track("p1", "purchase", data={"total": 9}, id="pkg-1")
-    cio.track("p1", "purchase", data={"total": 9}, id="pkg-1")
+    cio.track("p1", "purchase", data={"total": 9}, id=eid("pkg-1"))
+    cio.track("p1", "purchase", data={"total": 9}, id=eid("pkg-1"))
     cio.identify("p2", email="b@example.com")
     cio.delete("p2")
     cio.suppress("p3")
@@ -418,3 +428,81 @@ def test_fault_config_names_the_bad_field() -> None:
         FaultConfig(fail_429_ratio=1.5)
     with pytest.raises(ValueError, match="unknown fault setting: latency"):
         FaultConfig().updated({"latency": 5})
+
+
+# -- spec validation over HTTP -----------------------------------------------------------------
+
+
+def test_entity_applies_one_operation(sandbox: SandboxServer, http: httpx.Client) -> None:
+    response = http.post("/api/v2/entity", json=op("p1", "identify", attributes={"plan": "pro"}))
+    assert (response.status_code, response.json()) == (200, {})
+    assert sandbox.control.person("p1") == {"plan": "pro"}
+    assert sandbox.control.stats()["spec_violations"] == 0
+
+
+def test_entity_violation_is_400_with_v2_errors(sandbox: SandboxServer, http: httpx.Client) -> None:
+    response = http.post("/api/v2/entity", json=op("p1", "event", name="e", id="not-a-ulid"))
+    assert response.status_code == 400
+    assert response.json() == {
+        "errors": [{"field": "id", "reason": "format.ulid", "message": "id is not a valid ULID"}]
+    }
+    assert sandbox.control.events() == []
+
+
+def test_violations_are_counted_by_code_and_logged_without_payload(
+    sandbox: SandboxServer, http: httpx.Client
+) -> None:
+    event(http, "p1", "purchase", timestamp=1_700_000_000_000)
+    batch(http, [op("p1", "identify", attributes={"a": 1}), op("p2", "event", name="e", id="x")])
+    http.put("/api/v1/customers/p3", content=b'{"a": 1}')  # no Content-Type
+    stats = sandbox.control.stats()
+    assert stats["spec_violations_by_code"] == {
+        "format.unix_seconds": 1,
+        "format.ulid": 1,
+        "body.content_type": 1,
+    }
+    assert stats["spec_violations"] == 3
+    logged = [r["violations"] for r in sandbox.control.requests()]
+    assert logged == [["format.unix_seconds"], ["format.ulid"], ["body.content_type"]]
+    assert sandbox.control.person("p1") == {"a": 1}
+
+
+def test_batch_207_reason_is_the_violation_code(sandbox: SandboxServer, http: httpx.Client) -> None:
+    response = batch(http, [op("p1", "delete"), op("p2", "event", name="e", timestamp=None)])
+    assert response.status_code == 207
+    assert response.json()["errors"] == [
+        {
+            "batch_index": 1,
+            "field": "timestamp",
+            "reason": "schema.type",
+            "message": "timestamp must be of type integer",
+        }
+    ]
+
+
+def test_violations_count_even_when_a_fault_answers_first(
+    sandbox: SandboxServer, http: httpx.Client
+) -> None:
+    sandbox.control.configure(fail_5xx_ratio=1.0)
+    assert event(http, "p1", "purchase", id="bad").status_code in (500, 502, 503)
+    assert sandbox.control.stats()["spec_violations_by_code"] == {"format.ulid": 1}
+
+
+def test_wrong_credentials_are_401_but_no_violation(
+    sandbox: SandboxServer, http: httpx.Client
+) -> None:
+    with sandbox.client(auth=(SITE, "wrong")) as wrong:
+        assert identify(wrong, "p1", a=1).status_code == 401
+    with httpx.Client(base_url=sandbox.url, verify=sandbox.ssl_context()) as anonymous:
+        assert identify(anonymous, "p1", a=1).status_code == 401
+    stats = sandbox.control.stats()
+    assert stats["unauthorized"] == 2
+    assert stats["spec_violations_by_code"] == {"auth.missing": 1}
+
+
+def test_v1_violation_answers_meta_errors(http: httpx.Client) -> None:
+    response = identify(http, "p1", email="not-an-email")
+    assert (response.status_code, response.json()) == (
+        400,
+        {"meta": {"errors": ["email is not a valid email"]}},
+    )

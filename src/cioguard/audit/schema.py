@@ -75,6 +75,10 @@ deletion_requests = Table(
     Column("completed_at", DateTime(timezone=True)),
     Column("error_class", String(64)),
     Column("job_id", String(64)),
+    # the outbox: the sealed erase job, kept until the request completes, and when it was last
+    # handed to the broker (None: never, the publish failed) -- see cioguard.erasure.outbox
+    Column("sealed_job", Text),
+    Column("published_at", DateTime(timezone=True)),
 )
 
 tombstones = Table(

@@ -39,6 +39,10 @@ class Job:
     timestamp: int | None = None
     request_id: str | None = None
     original_event_id: str | None = None  # kept when a dead letter is replayed under a new id
+    erasure: dict[str, Any] | None = None
+    """An erase job's request as recorded by the application (regime, reason, manner, mode,
+    received_at, due_at): a worker whose audit store does not know the request records it from
+    here, so erasure never depends on both processes sharing one store."""
 
     @property
     def event_id(self) -> str:

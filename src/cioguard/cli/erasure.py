@@ -1,8 +1,7 @@
 """`cioguard delete --file`, `cioguard status ID` and `cioguard deletions ...` (erasure requests).
 
-Registered by :mod:`cioguard.cli.main`. Nothing here prints a person id: bad lines of a bulk file
-are
-named by line number, requests by their request id.
+Registered by :mod:`cioguard.cli.main`. Nothing here prints a person id: bad lines of a bulk
+file are named by line number, requests by their request id.
 """
 
 from __future__ import annotations
@@ -235,7 +234,8 @@ def _overdue_once(within_days: int, alert: bool) -> bool:
     console.print(_requests_table(rows) if rows else "No erasure request is overdue or due soon.")
     if alert and rows:
         _alert(rows)
-    return bool(rows)
+    waiting = guarded(_waiting_line)
+    return bool(rows) or bool(waiting)
 
 
 def _alert(rows: list[DeletionStatus]) -> None:
@@ -277,3 +277,48 @@ def _extend(request_id: str, days: int, reason: str) -> DeletionStatus:
         raise fail(f"no deletion request with id {request_id}", 1) from None
     except InvalidInputError as exc:
         raise fail(str(exc), 1) from None
+
+
+@deletions_app.command("requeue")
+def deletions_requeue(
+    request_id: str | None = typer.Argument(None, help="one request id (whatever its age)"),
+    stale: bool = typer.Option(
+        False, "--stale", help="every request waiting longer than CIOGUARD_REQUEUE_AFTER_S"
+    ),
+) -> None:
+    """Publish again, from the outbox, requests whose job never reached the broker."""
+    from cioguard.cli._common import fail, guarded
+
+    if not request_id and not stale:
+        raise fail("give a request id or --stale")
+    sent = guarded(lambda: _requeue(request_id))
+    console.print(f"re-published {sent} erasure request(s)")
+    raise typer.Exit(0 if sent or stale else 1)
+
+
+def _requeue(request_id: str | None) -> int:
+    from cioguard.delivery.relay import publisher
+    from cioguard.erasure import outbox
+    from cioguard.producer.api import get_producer
+
+    producer = get_producer()
+    after = producer.settings.requeue_after_s
+    return outbox.requeue(
+        producer.audit, publisher(producer.celery), older_than_s=after, request_id=request_id
+    )
+
+
+def _waiting_line() -> int:
+    """How many requests are recorded but not handed to the broker for too long (printed)."""
+    from cioguard.config import get_settings
+    from cioguard.erasure import outbox
+
+    after = get_settings().requeue_after_s
+    waiting = outbox.waiting(_store(), older_than_s=after)
+    if waiting:
+        console.print(
+            f"{len(waiting)} request(s) recorded but not handed to the broker for more than "
+            f"{after:g} s (CIOGUARD_REQUEUE_AFTER_S): workers re-publish them; "
+            "`cioguard deletions requeue --stale` does it now"
+        )
+    return len(waiting)

@@ -17,9 +17,9 @@ and Sentry.
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,6 +29,7 @@ from requests.adapters import HTTPAdapter
 
 from cioguard.config import Settings
 from cioguard.delivery.credentials import Credentials
+from cioguard.delivery.destination import BatchResult
 from cioguard.errors import CredentialsError, PermanentError, RetryableError
 from cioguard.ops import metrics
 
@@ -36,12 +37,21 @@ RETRYABLE_STATUSES = frozenset({408, 429})
 DONE_ON_404 = frozenset({"delete", "suppress"})
 
 
-@dataclass(frozen=True)
-class BatchResult:
-    """The answer to a v2 batch: ``failed`` maps a batch index to Customer.io's reason."""
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON: the bytes that are sized are the bytes that are sent.
 
-    status: int
-    failed: dict[int, str] = field(default_factory=dict)
+    ``requests``' ``json=`` escapes non-ASCII text (up to 12 bytes per character) and adds
+    spaces, so a body sized any other way can be twice as large on the wire.
+    """
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+BATCH_ENVELOPE_BYTES = len(b'{"batch":[]}')
+
+
+def batch_body(operations: Sequence[bytes]) -> bytes:
+    """``{"batch":[...]}`` around already serialized operations (size: envelope + ops + commas)."""
+    return b'{"batch":[' + b",".join(operations) + b"]}"
 
 
 class _QuietCustomerIO(CustomerIO):  # type: ignore[misc]
@@ -153,14 +163,27 @@ class TrackClient:
             timeout_s=settings.http_timeout_s,
         )
 
-    def _call(self, op: str, method: str, *args: Any, **kwargs: Any) -> int:
+    def send(self, op: str, method: str, url: str, body: bytes | None) -> requests.Response:
+        """One request with ``body`` sent as is (the exact bytes that were sized), classified."""
         self._cio.operation = op
-        response: requests.Response = getattr(self._cio, method)(*args, **kwargs)
-        return int(response.status_code)
+        headers = {"Content-Type": "application/json"} if body is not None else None
+        response: requests.Response = self._cio.call(method, url, data=body, headers=headers)
+        return response
+
+    def v1_url(self, person_id: str, suffix: str = "") -> str:
+        """``/api/v1/customers/{id}[/suffix]``, the id percent-encoded by the official client."""
+        url = str(self._cio.get_customer_query_string(person_id))
+        return f"{url}/{suffix}" if suffix else url
+
+    def v2_url(self, endpoint: str) -> str:
+        """``/api/v2/{endpoint}`` on the Track host."""
+        root = self._cio.base_url.rsplit("/api/v1", 1)[0]
+        return f"{root}/api/v2/{endpoint}"
 
     def identify(self, person_id: str, attributes: Mapping[str, Any]) -> int:
-        """``PUT /api/v1/customers/{id}``."""
-        return self._call("identify", "identify", person_id, **attributes)
+        """``PUT /api/v1/customers/{id}``; attributes travel as a mapping (any name, ``id`` too)."""
+        body = dumps(dict(attributes))
+        return self.send("identify", "PUT", self.v1_url(person_id), body).status_code
 
     def track(
         self,
@@ -172,28 +195,29 @@ class TrackClient:
         timestamp: int | None = None,
     ) -> int:
         """``POST /api/v1/customers/{id}/events`` with a deduplicating event id."""
-        return self._call(
-            "track",
-            "track",
-            person_id,
-            name,
-            data=dict(data or {}),
-            id=event_id,
-            timestamp=timestamp,
-        )
+        event: dict[str, Any] = {"name": name, "data": dict(data or {}), "id": event_id}
+        if timestamp is not None:
+            event["timestamp"] = timestamp
+        url = self.v1_url(person_id, "events")
+        return self.send("track", "POST", url, dumps(event)).status_code
 
     def delete(self, person_id: str) -> int:
         """``DELETE /api/v1/customers/{id}``; 404 counts as done."""
-        return self._call("delete", "delete", person_id)
+        return self.send("delete", "DELETE", self.v1_url(person_id), None).status_code
 
     def suppress(self, person_id: str) -> int:
         """``POST /api/v1/customers/{id}/suppress``: deletes and blocks the id; 404 is done."""
-        return self._call("suppress", "suppress", person_id)
+        url = self.v1_url(person_id, "suppress")
+        return self.send("suppress", "POST", url, None).status_code
 
     def batch(self, operations: Sequence[Mapping[str, Any]]) -> BatchResult:
-        """``POST /api/v2/batch``; a 207 lists the failed operations by index."""
-        self._cio.operation = "batch"
-        response: requests.Response = self._cio.batch(list(operations))
+        """``POST /api/v2/batch`` of ``operations`` (serialized here)."""
+        return self.post_batch(batch_body([dumps(dict(op)) for op in operations]))
+
+    def post_batch(self, body: bytes) -> BatchResult:
+        """``POST /api/v2/batch`` with a body built by :func:`batch_body`; a 207 lists the
+        refused operations by index."""
+        response = self.send("batch", "POST", self.v2_url("batch"), body)
         failed: dict[int, str] = {}
         if response.status_code == 207:
             for error in response.json().get("errors", []):

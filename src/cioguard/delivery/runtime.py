@@ -20,8 +20,10 @@ from cioguard.broker.envelope import Envelope
 from cioguard.config import Settings, get_settings
 from cioguard.delivery.credentials import CredentialSource, source_from_spec
 from cioguard.delivery.customerio import TrackClient
+from cioguard.delivery.destination import Destination
 from cioguard.delivery.ratelimit import RateLimiter
 from cioguard.delivery.ratelimit_backends import redis_limiter
+from cioguard.delivery.track_api import TrackApi
 from cioguard.erasure.tombstones import Tombstones
 from cioguard.privacy.hashing import person_hash
 from cioguard.privacy.policy import load_policy
@@ -40,6 +42,7 @@ class Runtime:
     limiter: RateLimiter
     credentials: CredentialSource
     client: TrackClient
+    destination: Destination
 
     def person_hash(self, person_id: str) -> str:
         return person_hash(self.settings.hash_key_bytes(), person_id)
@@ -73,6 +76,7 @@ def build_runtime(settings: Settings) -> Runtime:
         ),
         credentials=credentials,
         client=client,
+        destination=TrackApi(client),
     )
 
 

@@ -6,12 +6,14 @@ A failed request is not reused: asking again after a failure opens a fresh one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import IntegrityError
 
 from cioguard.audit.schema import deletion_requests, tombstones
 from cioguard.audit.store import AuditEntry, AuditStore, utcnow
@@ -23,6 +25,9 @@ from cioguard.erasure.deadlines import (
 )
 from cioguard.erasure.requests import _chunks, _existing_tombstones
 
+Sealer = Callable[[str, "OpenedRequest", dict[str, Any]], str]
+"""Seals the erase job of a new request: ``(person_hash, opened, erasure) -> sealed``."""
+
 
 @dataclass(frozen=True)
 class OpenedRequest:
@@ -32,6 +37,20 @@ class OpenedRequest:
     job_id: str
     created: bool
     state: str
+    sealed: str | None = None  # its erase job, as kept in the outbox (None: an older request)
+
+
+def erasure_info(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What an erase job carries of its request, so any worker can record and carry it out."""
+    return {
+        "regime": row["regime"], "reason": row["reason"], "manner": row["manner"],
+        "mode": row["mode"], "received_at": _iso(row["received_at"]),
+        "due_at": _iso(row["due_at"]),
+    }  # fmt: skip
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def open_request(
@@ -42,11 +61,12 @@ def open_request(
     manner: str,
     mode: str,
     default_regime: Regime = "gdpr",
+    seal: Sealer | None = None,
 ) -> OpenedRequest:
     """Record a request and the tombstone; an open or completed request is reused, not doubled."""
     opened = open_requests(
         store, [person_hash], reason=reason, manner=manner, mode=mode,
-        default_regime=default_regime,
+        default_regime=default_regime, seal=seal,
     )  # fmt: skip
     return opened[0]
 
@@ -59,8 +79,13 @@ def open_requests(
     manner: str,
     mode: str,
     default_regime: Regime = "gdpr",
+    seal: Sealer | None = None,
 ) -> list[OpenedRequest]:
     """:func:`open_request` for many people in one transaction; results in input order.
+
+    With ``seal``, each new request's erase job is sealed and kept with the request in the same
+    transaction (the outbox, :mod:`cioguard.erasure.outbox`): if publishing it fails, workers
+    publish it later, so a recorded request is never lost between the store and the broker.
 
     A hash repeated in ``person_hashes`` gets the same request each time (``created`` only on
     the first). Requests, tombstones and audit rows are inserted in bulk, so 10,000 requests
@@ -71,7 +96,7 @@ def open_requests(
         now = utcnow()
         regime = regime_for(reason, default_regime)
         results: list[OpenedRequest] = []
-        new_rows: list[dict[str, object]] = []
+        new_rows: list[dict[str, Any]] = []
         seen: dict[str, OpenedRequest] = {}
         for person_hash in person_hashes:
             if person_hash in seen:
@@ -80,19 +105,21 @@ def open_requests(
             existing = latest.get(person_hash)
             if existing is not None and existing["state"] != "failed":
                 opened = OpenedRequest(
-                    existing["request_id"], existing["job_id"], False, existing["state"]
-                )
+                    existing["request_id"], existing["job_id"], False, existing["state"],
+                    existing["sealed_job"],
+                )  # fmt: skip
             else:
                 opened = OpenedRequest(new_job_id(), new_job_id(), True, "received")
-                new_rows.append(
-                    {
-                        "request_id": opened.request_id, "person_hash": person_hash,
-                        "reason": reason, "regime": regime, "manner": manner, "mode": mode,
-                        "state": "received", "attempts": 0, "received_at": now,
-                        "due_at": due_date(regime, now), "updated_at": now,
-                        "job_id": opened.job_id,
-                    }
-                )  # fmt: skip
+                row: dict[str, Any] = {
+                    "request_id": opened.request_id, "person_hash": person_hash,
+                    "reason": reason, "regime": regime, "manner": manner, "mode": mode,
+                    "state": "received", "attempts": 0, "received_at": now,
+                    "due_at": due_date(regime, now), "updated_at": now, "job_id": opened.job_id,
+                }  # fmt: skip
+                if seal is not None:
+                    row["sealed_job"] = seal(person_hash, opened, erasure_info(row))
+                    opened = replace(opened, sealed=row["sealed_job"])
+                new_rows.append(row)
             seen[person_hash] = opened
             results.append(opened)
         if new_rows:
@@ -101,13 +128,60 @@ def open_requests(
 
 
 def _reused(opened: OpenedRequest) -> OpenedRequest:
-    return OpenedRequest(opened.request_id, opened.job_id, False, opened.state)
+    return replace(opened, created=False)
+
+
+def record_from_job(
+    store: AuditStore,
+    *,
+    request_id: str,
+    job_id: str,
+    person_hash: str,
+    erasure: Mapping[str, Any] | None,
+    default_mode: str,
+) -> bool:
+    """Record a request this store does not know, from its erase job; False if it exists.
+
+    The application may write its requests to another store than the worker's (or its copy of
+    the row may be lost): the job carries what the request needs, so the worker records it
+    itself, with an audit row saying so, and carries it out. A job from before jobs carried
+    their request is recorded under the worker's mode and the GDPR deadline from now.
+    """
+    now = utcnow()
+    info = dict(erasure or {})
+    regime: Regime = "ccpa" if info.get("regime") == "ccpa" else "gdpr"
+    received = _parse_time(info.get("received_at")) or now
+    row: dict[str, Any] = {
+        "request_id": request_id, "person_hash": person_hash,
+        "reason": str(info.get("reason") or "erasure"), "regime": regime,
+        "manner": str(info.get("manner") or "api"), "mode": str(info.get("mode") or default_mode),
+        "state": "received", "attempts": 0, "received_at": received,
+        "due_at": _parse_time(info.get("due_at")) or due_date(regime, received),
+        "updated_at": now, "job_id": job_id,
+    }  # fmt: skip
+    how = "from its erase job" if erasure else "from an erase job that carried no request"
+    try:
+        with store.transaction() as conn:
+            _insert_new(store, conn, [row], now, detail=f"recorded by the worker {how}")
+    except IntegrityError:
+        return False
+    return True
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _insert_new(
     store: AuditStore,
     conn: Connection,
-    rows: list[dict[str, object]],
+    rows: list[dict[str, Any]],
     now: datetime,
     *,
     detail: str,

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
@@ -33,6 +33,13 @@ OPEN_STATES = ("received", "in_progress")
 
 
 STATES = ("received", "in_progress", "completed", "failed")
+MOVES_FROM: dict[str, tuple[str, ...]] = {
+    "received": ("failed",),  # a failed request replayed (dead-letters replay)
+    "in_progress": ("received", "in_progress"),  # another attempt of an open request
+    "completed": ("received", "in_progress"),
+    "failed": ("received", "in_progress"),
+}
+"""The states each state may be entered from: ``received -> in_progress -> completed | failed``."""
 
 
 _IN_CHUNK = 500  # ids per IN (...) clause: far below SQLite's and PostgreSQL's parameter limits
@@ -93,6 +100,7 @@ class Transition:
     error_class: str | None = None
     http_status: int | None = None
     final: bool = False
+    detail: str | None = None
 
 
 def transition(
@@ -106,55 +114,54 @@ def transition(
     http_status: int | None = None,
     final: bool = False,
 ) -> bool:
-    """Move a request to ``state`` and log it. False if the job's final row already existed."""
+    """Move a request to ``state`` and log it. False if nothing moved: the job's final row
+    already existed, or the request had already moved past ``state`` (see :data:`MOVES_FROM`)."""
     change = Transition(request_id, state, job_id, attempts, error_class, http_status, final)
-    return transition_many(store, [change])
+    return request_id in (apply_transitions(store, [change]) or set())
 
 
 def transition_many(store: AuditStore, changes: Sequence[Transition]) -> bool:
     """Apply state changes and their audit rows in one transaction (a batch's deletions).
 
-    False, with nothing applied, if one of the final rows already existed: the caller then
-    applies them one by one.
+    State only moves forward (:data:`MOVES_FROM`): each UPDATE is conditional on the request's
+    current state, and a change whose request has moved on meanwhile (a concurrent copy of the
+    job got there first) is skipped with its audit row, so a completed request never reads
+    ``in_progress`` again. False, with nothing applied, if one of the final rows already
+    existed: the caller then applies them one by one.
     """
+    return apply_transitions(store, changes) is not None
+
+
+def apply_transitions(store: AuditStore, changes: Sequence[Transition]) -> set[str] | None:
+    """:func:`transition_many`, returning the request ids that moved (None: a final row existed)."""
     if not changes:
-        return True
+        return set()
     now = utcnow()
     try:
         with store.transaction() as conn:
-            ids = [c.request_id for c in changes]
             owners = dict(
                 conn.execute(
                     select(deletion_requests.c.request_id, deletion_requests.c.person_hash).where(
-                        deletion_requests.c.request_id.in_(ids)
+                        deletion_requests.c.request_id.in_([c.request_id for c in changes])
                     )
                 ).all()
             )
-            for keys, params in _state_updates(changes, now).items():
-                conn.execute(
-                    update(deletion_requests)
-                    .where(deletion_requests.c.request_id == bindparam("b_request_id"))
-                    .values({key: bindparam(f"b_{key}") for key in keys}),
-                    params,
-                )  # one executemany per set of changed columns, not one statement per request
-            store.append_many(
-                conn, [_entry(change, owners[change.request_id]) for change in changes]
-            )
+            moved = [c for c in changes if c.request_id in owners and _move(conn, c, now)]
+            store.append_many(conn, [_entry(c, owners[c.request_id]) for c in moved])
     except IntegrityError:
-        return False
-    return True
+        return None
+    return {c.request_id for c in moved}
 
 
-def _state_updates(
-    changes: Sequence[Transition], now: datetime
-) -> dict[tuple[str, ...], list[dict[str, object]]]:
-    """Parameter sets for the state UPDATEs, grouped by the columns each change sets."""
-    groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
-    for change in changes:
-        values = _state_values(change, now)
-        params = {"b_request_id": change.request_id, **{f"b_{k}": v for k, v in values.items()}}
-        groups.setdefault(tuple(sorted(values)), []).append(params)
-    return groups
+def _move(conn: Connection, change: Transition, now: datetime) -> bool:
+    """One conditional UPDATE: applied only from a state this change may follow."""
+    result = conn.execute(
+        update(deletion_requests)
+        .where(deletion_requests.c.request_id == change.request_id)
+        .where(deletion_requests.c.state.in_(MOVES_FROM[change.state]))
+        .values(_state_values(change, now))
+    )
+    return bool(result.rowcount)
 
 
 def _state_values(change: Transition, now: datetime) -> dict[str, object]:
@@ -165,6 +172,8 @@ def _state_values(change: Transition, now: datetime) -> dict[str, object]:
         values["attempts"] = change.attempts
     if change.state == "completed":
         values["completed_at"] = now
+    if change.state in ("completed", "failed"):
+        values["sealed_job"] = None  # the outbox copy goes (a failed job lives on as a dead letter)
     return values
 
 
@@ -173,7 +182,7 @@ def _entry(change: Transition, person_hash: str) -> AuditEntry:
         kind="delete", outcome=change.state, person_hash=person_hash,
         request_id=change.request_id, job_id=change.job_id, final=change.final,
         attempts=change.attempts or 0, error_class=change.error_class,
-        http_status=change.http_status,
+        http_status=change.http_status, detail=change.detail,
     )  # fmt: skip
 
 

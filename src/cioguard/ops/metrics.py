@@ -70,6 +70,11 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 JOBS = Counter("cioguard_jobs_total", "Jobs finished, by kind and outcome", ["kind", "outcome"])
 RETRIES = Counter("cioguard_job_retries_total", "Task retries scheduled, by kind", ["kind"])
+UNPUBLISHED = Counter(
+    "cioguard_retry_publish_failures_total",
+    "Retries the broker would not take (the message was kept and handed back), by kind",
+    ["kind"],
+)
 RESPONSES = Counter(
     "cioguard_customerio_responses_total", "Customer.io responses, by operation and status",
     ["operation", "status"],
@@ -78,7 +83,7 @@ LIMITER_WAIT = Histogram(
     "cioguard_limiter_wait_seconds", "Time spent waiting for a rate-limit token, by limiter",
     ["limiter"], buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
 )  # fmt: skip
-ALL = (JOBS, RETRIES, RESPONSES, LIMITER_WAIT)
+ALL = (JOBS, RETRIES, UNPUBLISHED, RESPONSES, LIMITER_WAIT)
 
 
 def job_finished(kind: str, outcome: str) -> None:
@@ -87,6 +92,10 @@ def job_finished(kind: str, outcome: str) -> None:
 
 def job_retried(kind: str) -> None:
     RETRIES.labels(kind=kind).inc()
+
+
+def retry_unpublished(kind: str) -> None:
+    UNPUBLISHED.labels(kind=kind).inc()
 
 
 def response(operation: str, status: int | None) -> None:

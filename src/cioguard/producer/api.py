@@ -15,6 +15,7 @@ executor from the application.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import threading
@@ -32,10 +33,10 @@ from cioguard.broker.celeryconf import DELIVER_TASK, ERASE_TASK, PUBLISH_RETRY_P
 from cioguard.broker.envelope import Envelope
 from cioguard.broker.jobs import SEALED_REPR, Job, new_job_id
 from cioguard.config import Settings, get_settings
-from cioguard.erasure import opening
+from cioguard.erasure import opening, outbox
 from cioguard.erasure import requests as deletions
 from cioguard.erasure.tombstones import Tombstones
-from cioguard.errors import BrokerUnavailableError, InvalidInputError
+from cioguard.errors import AuditUnavailableError, BrokerUnavailableError, InvalidInputError
 from cioguard.privacy.hashing import person_hash
 from cioguard.privacy.policy import load_policy
 from cioguard.privacy.sanitizer import Sanitizer
@@ -88,7 +89,8 @@ class Producer:
         Lets a framework check the call at once and publish later (Django's ``on_commit``).
         """
         pid = validate.person_id(person_id)
-        clean = self.sanitizer.apply(validate.attributes(attributes))
+        stamped = validate.timestamp_attributes(attributes)
+        clean = self.sanitizer.apply(validate.attributes(stamped))
         return self._job("identify", pid, attributes=clean)
 
     def track(
@@ -125,22 +127,24 @@ class Producer:
     def delete_person(
         self, person_id: PersonId, *, reason: str = "erasure", manner: str = "api"
     ) -> str:
-        """Record the request (and tombstone) first, then enqueue. Returns the request id."""
+        """Record the request (tombstone and sealed job with it), then enqueue; its request id.
+
+        If the broker is down, :class:`BrokerUnavailableError` is raised but the request is
+        safe: it is recorded with its sealed job (the outbox) and workers publish it within
+        ``CIOGUARD_REQUEUE_AFTER_S`` of the broker coming back (or ``cioguard deletions
+        requeue``). Calling again is also safe: the open request is reused.
+        """
         pid = validate.person_id(person_id)
         why = validate.reason(reason)
         how = validate.manner(manner)
         hashed = person_hash(self.hash_key, pid)
         opened = opening.open_request(
-            self.audit, hashed, reason=why, manner=how, mode=self.settings.deletion_mode
-        )
-        self._mark_erased(hashed)
-        if opened.state != "received":
-            return opened.request_id
-        job = Job(
-            job_id=opened.job_id, kind="delete", person_id=pid, person_hash=hashed,
-            policy_version=self.policy_version, request_id=opened.request_id,
+            self.audit, hashed, reason=why, manner=how, mode=self.settings.deletion_mode,
+            seal=self.erase_sealer({hashed: pid}),
         )  # fmt: skip
-        self._enqueue(job, ERASE_TASK)
+        self._mark_erased(hashed)
+        if opened.state == "received":
+            self.publish_erasure(opened, pid)
         return opened.request_id
 
     def _mark_erased(self, hashed: str) -> None:
@@ -150,8 +154,39 @@ class Producer:
         except (redis.RedisError, OSError) as exc:
             raise BrokerUnavailableError(
                 f"the broker (CIOGUARD_BROKER_URL) did not answer ({type(exc).__name__}); "
-                "the deletion request is recorded but not enqueued: call delete_person again"
+                "the deletion request is recorded with its job but not enqueued yet: workers "
+                "enqueue it when the broker answers again (after CIOGUARD_REQUEUE_AFTER_S)"
             ) from None
+
+    def erase_sealer(self, ids_by_hash: Mapping[str, str]) -> opening.Sealer:
+        """Seals the erase job of each new request (for the outbox), from its person's id."""
+
+        def seal(hashed: str, opened: opening.OpenedRequest, erasure: dict[str, Any]) -> str:
+            job = Job(
+                job_id=opened.job_id, kind="delete", person_id=ids_by_hash[hashed],
+                person_hash=hashed, policy_version=self.policy_version,
+                request_id=opened.request_id, erasure=erasure,
+            )  # fmt: skip
+            return self.envelope.seal(job.to_payload())
+
+        return seal
+
+    def publish_erasure(self, opened: opening.OpenedRequest, pid: str) -> None:
+        """Publish a ``received`` request's erase job (from the outbox when it has one)."""
+        sealed = opened.sealed
+        if sealed is None:  # a request recorded before requests kept their job
+            hashed = person_hash(self.hash_key, pid)
+            sealed = self.erase_sealer({hashed: pid})(hashed, opened, {})
+        try:
+            self.send_sealed(sealed, opened.job_id, ERASE_TASK)
+        except BrokerUnavailableError:
+            raise BrokerUnavailableError(
+                "the broker (CIOGUARD_BROKER_URL) did not answer; the deletion request is "
+                "recorded with its job but not enqueued yet: workers enqueue it when the broker "
+                "answers again (after CIOGUARD_REQUEUE_AFTER_S)"
+            ) from None
+        with contextlib.suppress(AuditUnavailableError):  # at worst a second copy is published
+            outbox.mark_published(self.audit, [opened.request_id])
 
     def deletion_status(self, request_id: str) -> deletions.DeletionStatus:
         if not isinstance(request_id, str) or not request_id:
@@ -230,7 +265,11 @@ def track(
     *,
     timestamp: int | datetime | None = None,
 ) -> str:
-    """Enqueue an event for a person. Returns the job id (also the event's dedupe id)."""
+    """Enqueue an event for a person. Returns the job id (also the event's dedupe id).
+
+    ``timestamp`` is whole Unix seconds or a datetime; without one the event is dated now, at the
+    call, not when it reaches Customer.io.
+    """
     return get_producer().track(person_id, name, data, timestamp=timestamp)
 
 

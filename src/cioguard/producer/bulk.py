@@ -22,8 +22,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from cioguard.broker.celeryconf import ERASE_TASK
-from cioguard.broker.jobs import Job
 from cioguard.erasure import opening
 from cioguard.erasure import requests as deletions
 from cioguard.errors import InvalidInputError, InvalidTypeError
@@ -110,6 +108,7 @@ def submit(
         opened = opening.open_requests(
             producer.audit, hashes, reason=why, manner=manner,
             mode=producer.settings.deletion_mode,
+            seal=producer.erase_sealer(dict(zip(hashes, batch, strict=True))),
         )  # fmt: skip
         for pid, hashed, request in zip(batch, hashes, opened, strict=True):
             _count_and_send(producer, result, seen, pid, hashed, request)
@@ -138,11 +137,7 @@ def _count_and_send(
     else:
         result.already += 1
         return
-    job = Job(
-        job_id=request.job_id, kind="delete", person_id=pid, person_hash=hashed,
-        policy_version=producer.policy_version, request_id=request.request_id,
-    )  # fmt: skip
-    producer.send_sealed(producer.envelope.seal(job.to_payload()), job.job_id, ERASE_TASK)
+    producer.publish_erasure(request, pid)
 
 
 def wait(

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
-from datetime import UTC, date, datetime, time
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime
+from datetime import time as day_time
 from decimal import Decimal
 from enum import Enum
 from typing import Any
@@ -107,7 +109,7 @@ def json_value(
         aware = value if value.tzinfo else value.replace(tzinfo=UTC)
         return math.floor(aware.timestamp())
     if isinstance(value, date):
-        return math.floor(datetime.combine(value, time(), tzinfo=UTC).timestamp())
+        return math.floor(datetime.combine(value, day_time(), tzinfo=UTC).timestamp())
     if isinstance(value, Decimal):
         return _decimal(value, what)
     if isinstance(value, UUID):
@@ -201,20 +203,58 @@ def event_data(value: object) -> dict[str, Any]:
     return data
 
 
-def timestamp(value: object) -> int | None:
-    """Unix seconds from an int or an aware/naive-UTC datetime; None means 'now' at Customer.io."""
-    if value is None:
-        return None
+UNIX_SECONDS_MAX = 10_000_000_000
+"""Whole seconds before November 2286. A larger value is milliseconds (or a finer unit), which
+Customer.io would store as a date thousands of years ahead."""
+
+TIMESTAMP_ATTRIBUTES = ("created_at", "_timestamp")
+"""Attributes Customer.io defines as Unix timestamps (``created_at``: when the person was created;
+``_timestamp``: when the update happened)."""
+
+
+def unix_seconds(value: object, *, what: str = "timestamp") -> int:
+    """Whole Unix seconds from an int or a datetime (naive means UTC; fractions are floored).
+
+    Refused: other types (floats and strings included: ``1.7e9`` and ``"1700000000"`` look right
+    but are not what the spec's ``integer`` means, and converting them would hide a unit or
+    parsing mistake), negative values, and values of milliseconds or finer.
+    """
     if isinstance(value, bool) or not isinstance(value, int | datetime):
-        raise InvalidTypeError(
-            f"timestamp must be an int or a datetime, not {type(value).__name__}"
-        )
+        raise InvalidTypeError(f"{what} must be an int or a datetime, not {type(value).__name__}")
     if isinstance(value, datetime):
         seconds = value.timestamp() if value.tzinfo else value.replace(tzinfo=UTC).timestamp()
         value = math.floor(seconds)
     if value < 0:
-        raise InvalidInputError("timestamp is negative")
+        raise InvalidInputError(f"{what} is negative")
+    if value >= UNIX_SECONDS_MAX:
+        raise InvalidInputError(
+            f"{what} looks like milliseconds (or a finer unit): Customer.io takes whole Unix "
+            "seconds, divide by 1000"
+        )
     return int(value)
+
+
+def timestamp(value: object, *, now: Callable[[], float] = time.time) -> int:
+    """An event's time in whole Unix seconds; ``None`` means the time of this call.
+
+    Why not leave it out when ``None``: Customer.io then dates the event on arrival, which after
+    a backlog or retries is not when it happened.
+    """
+    if value is None:
+        return math.floor(now())
+    return unix_seconds(value, what="timestamp")
+
+
+def timestamp_attributes(value: object) -> object:
+    """``value`` with its :data:`TIMESTAMP_ATTRIBUTES` as whole Unix seconds (datetimes
+    converted), or unchanged when it is not a mapping (:func:`attributes` refuses that)."""
+    if not isinstance(value, Mapping) or not any(name in value for name in TIMESTAMP_ATTRIBUTES):
+        return value
+    converted = dict(value)
+    for name in TIMESTAMP_ATTRIBUTES:
+        if name in converted:
+            converted[name] = unix_seconds(converted[name], what=name)
+    return converted
 
 
 def reason(value: object) -> str:

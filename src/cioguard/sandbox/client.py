@@ -17,7 +17,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
@@ -92,7 +91,7 @@ class SandboxControl:
 
     def person(self, person_id: str) -> dict[str, Any] | None:
         """The person's attributes, or ``None`` if there is no such person."""
-        response = self._http.get(f"/_sandbox/people/{quote(person_id, safe='')}")
+        response = self._http.get("/_sandbox/person", params={"id": person_id})
         if response.status_code == 404:
             return None
         response.raise_for_status()

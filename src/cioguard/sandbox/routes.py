@@ -1,5 +1,6 @@
 """The sandbox's HTTP surface: the Track API routes (Basic auth, v1 person endpoints, region,
-``/api/v2/batch``) and the ``/_sandbox/`` control routes, as one Starlette app over
+``/api/v2/batch`` and ``/api/v2/entity``), each request checked against Customer.io's published
+spec first, and the ``/_sandbox/`` control routes, as one Starlette app over
 :class:`~cioguard.sandbox.state.SandboxState`.
 """
 
@@ -8,25 +9,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from cioguard.sandbox import conformance
 from cioguard.sandbox.state import SandboxState
-from cioguard.sandbox.wire import (
-    BATCH_MAX_BYTES,
-    Op,
-    Violation,
-    check_op,
-    loads_strict,
-    parse_batch_op,
-    parse_v1,
-)
+from cioguard.sandbox.wire import Checked, Op, loads_strict, poisoned, v1_op, v2_op
 
 DEFAULT_SITE_ID = "sandbox-site"
 
@@ -37,39 +29,16 @@ DEFAULT_API_KEY = "sandbox-key"
 REGIONS = ("eu", "us")
 
 
-_V1_PERSON_ROUTES = {
-    ("PUT", None): "identify",
-    ("DELETE", None): "delete",
-    ("POST", "events"): "event",
-    ("POST", "suppress"): "suppress",
-    ("POST", "unsuppress"): "unsuppress",
-}
-
-
 Answer = tuple[int, Any, dict[str, str]]
 
 
-@dataclass(frozen=True)
-class TrackRoute:
-    """Which Track endpoint a request is for, with its percent-decoded person id."""
+def match_route(method: str, raw_path: bytes) -> Checked:
+    """Which Track endpoint a request is for (``unknown`` if none), its id percent-decoded.
 
-    endpoint: str
-    person_id: str = ""
-
-
-def match_route(method: str, raw_path: bytes) -> TrackRoute:
-    """Route on the raw path so an id holding an encoded ``/`` stays one segment."""
-    parts = raw_path.decode("latin-1").split("/")[1:]
-    if method == "POST" and parts == ["api", "v2", "batch"]:
-        return TrackRoute("batch")
-    if method == "GET" and parts == ["api", "v1", "accounts", "region"]:
-        return TrackRoute("region")
-    if len(parts) in (4, 5) and parts[:3] == ["api", "v1", "customers"] and parts[3]:
-        suffix = parts[4] if len(parts) == 5 else None
-        endpoint = _V1_PERSON_ROUTES.get((method, suffix))
-        if endpoint is not None:
-            return TrackRoute(endpoint, unquote(parts[3]))
-    return TrackRoute("unknown")
+    Routes on the raw path so an id holding an encoded ``/`` stays one segment.
+    """
+    checked = conformance.check(method, raw_path, b"", {"authorization": "Basic Og=="}, b"")
+    return Checked(checked.endpoint, checked.person_id)
 
 
 def basic_credentials(header: str) -> tuple[str, str] | None:
@@ -89,11 +58,23 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return status, {"meta": {"error": message}}, headers or {}
 
 
+def _refused(checked: Checked) -> Answer:
+    """A request the spec refuses, answered as Customer.io documents: v1 ``{"meta": {"errors":
+    [...]}}``, v2 ``{"errors": [{reason, field, message}]}``, 401 and 404 as for any request."""
+    if checked.status in (401, 404):
+        return _error(checked.status, checked.violations[0].message)
+    if checked.endpoint in {"batch", "entity"}:
+        return checked.status, {"errors": [dataclasses.asdict(v) for v in checked.violations]}, {}
+    return checked.status, {"meta": {"errors": [v.message for v in checked.violations]}}, {}
+
+
 class TrackApi:
     """The Customer.io-shaped endpoints.
 
-    Checks run in this order: route (404), strict rate bucket (429), latency, auth (401),
-    injected 429/5xx, limits (400 or 207), slow delay, then the op is applied. The region check is
+    Every request is first checked against the published spec
+    (:func:`cioguard.sandbox.conformance.check`) and its violations counted, whatever the answer.
+    Then, in this order: route (404), strict rate bucket (429), latency, auth (401), injected
+    429/5xx, spec violations (400 or 207), slow delay, then the op is applied. The region check is
     exempt from injected faults and slowness so a worker's start-up credential check still works.
     """
 
@@ -104,15 +85,19 @@ class TrackApi:
         body = await request.body()
         self.state.note_arrival()
         raw_path = request.scope.get("raw_path") or request.url.path.encode()
-        route = match_route(request.method, raw_path)
-        status, payload, headers = await self._answer(request, route, body)
-        self.state.record(request.method, request.url.path, route.endpoint, status, body)
+        query = request.scope.get("query_string", b"")
+        checked = conformance.check(request.method, raw_path, query, request.headers, body)
+        self.state.note_violations(checked.codes())
+        status, payload, headers = await self._answer(request, checked)
+        self.state.record(
+            request.method, request.url.path, checked.endpoint, status, body, checked.codes()
+        )
         return JSONResponse(payload, status, headers)
 
-    async def _answer(self, request: Request, route: TrackRoute, body: bytes) -> Answer:
+    async def _answer(self, request: Request, checked: Checked) -> Answer:
         state = self.state
-        if route.endpoint == "unknown":
-            return _error(404, "Not found")
+        if checked.endpoint == "unknown":
+            return _refused(checked)
         if not state.take_token():
             state.counters["over_limit"] += 1
             return _error(429, "Too many requests", {"Retry-After": "1"})
@@ -122,14 +107,17 @@ class TrackApi:
         if credentials is None or not state.is_authorized(*credentials):
             state.counters["unauthorized"] += 1
             return _error(401, "Unauthorized request")
-        if route.endpoint == "region":
+        if checked.endpoint == "region":
             return 200, self._region(request), {}
         failure = state.pick_failure()
         if failure is not None:
             return self._injected(failure)
-        if route.endpoint == "batch":
-            return await self._batch(body)
-        return await self._v1(route, body)
+        if checked.violations:
+            return _refused(checked)
+        if checked.endpoint == "batch":
+            return await self._batch(checked)
+        op = v2_op(checked.body) if checked.endpoint == "entity" else None
+        return await self._single(checked, op)
 
     def _region(self, request: Request) -> dict[str, Any]:
         """Points back at the sandbox itself, so a client that follows ``url`` stays local."""
@@ -150,50 +138,36 @@ class TrackApi:
             self.state.counters["slow"] += 1
             await asyncio.sleep(self.state.faults.slow_s)
 
-    def _checked(self, parsed: Op | Violation) -> Op | Violation:
-        """The parsed op, or why it is refused (parse error, limit, poisoned id)."""
-        if isinstance(parsed, Violation):
-            return parsed
-        return check_op(parsed, self.state.faults.reject_id_prefix) or parsed
-
-    async def _v1(self, route: TrackRoute, body: bytes) -> Answer:
-        op = self._checked(parse_v1(route.endpoint, route.person_id, body))
-        if isinstance(op, Violation):
-            return _error(400, op.message)
+    async def _single(self, checked: Checked, op: Op | None) -> Answer:
+        """A v1 call or a v2 entity: one valid operation, unless the person is poisoned."""
+        op = op or v1_op(checked.endpoint, checked.person_id, checked.body)
+        poison = poisoned(op, self.state.faults.reject_id_prefix)
+        if poison is not None:
+            if checked.endpoint == "entity":
+                return 400, {"errors": [dataclasses.asdict(poison)]}, {}
+            return 400, {"meta": {"errors": [poison.message]}}, {}
         await self._slow_down()
         self.state.apply(op)
         return 200, {}, {}
 
-    async def _batch(self, body: bytes) -> Answer:
-        if len(body) > BATCH_MAX_BYTES:
-            return _error(400, f"the batch is larger than {BATCH_MAX_BYTES} bytes")
-        entries = _batch_entries(body)
-        if entries is None:
-            return _error(400, "the body must be an object with a non-empty batch array")
+    async def _batch(self, checked: Checked) -> Answer:
         ops: list[Op] = []
         errors: list[dict[str, Any]] = []
-        for index, raw in enumerate(entries):
-            op = self._checked(parse_batch_op(raw))
-            if isinstance(op, Violation):
-                errors.append({"batch_index": index, **dataclasses.asdict(op)})
-            else:
+        for index, raw in enumerate(checked.body["batch"]):
+            found = checked.op_violations.get(index)
+            op = None if found else v2_op(raw)
+            poison = poisoned(op, self.state.faults.reject_id_prefix) if op else None
+            refused = found or ([poison] if poison is not None else [])
+            for violation in refused:
+                errors.append({"batch_index": index, **dataclasses.asdict(violation)})
+            if op is not None and not refused:
                 ops.append(op)
         await self._slow_down()
         for op in ops:
             self.state.apply(op)
         self.state.counters["batch_ops_applied"] += len(ops)
-        self.state.counters["batch_ops_rejected"] += len(errors)
+        self.state.counters["batch_ops_rejected"] += len({e["batch_index"] for e in errors})
         return (207, {"errors": errors}, {}) if errors else (200, {}, {})
-
-
-def _batch_entries(body: bytes) -> list[Any] | None:
-    """The ``batch`` array of a v2 body, or ``None`` when the whole request must be refused."""
-    try:
-        parsed = loads_strict(body)
-    except ValueError:
-        return None
-    entries = parsed.get("batch") if isinstance(parsed, dict) else None
-    return entries if isinstance(entries, list) and entries else None
 
 
 class ControlApi:
@@ -228,7 +202,9 @@ class ControlApi:
         return JSONResponse({})
 
     async def person(self, request: Request) -> Response:
-        attributes = self.state.people.get(request.path_params["person_id"])
+        # ?id= as well as the path: ids such as "." or ".." cannot travel in a path
+        person_id = request.query_params.get("id") or request.path_params.get("person_id", "")
+        attributes = self.state.people.get(person_id)
         if attributes is None:
             return JSONResponse({"error": "no such person"}, 404)
         return JSONResponse(attributes)
@@ -281,6 +257,7 @@ def build_app(state: SandboxState) -> Starlette:
         Route("/_sandbox/credentials", control.set_credentials, methods=["POST"]),
         Route("/_sandbox/reset", control.reset, methods=["POST"]),
         Route("/_sandbox/people/{person_id:path}", control.person, methods=["GET"]),
+        Route("/_sandbox/person", control.person, methods=["GET"]),
         Route("/_sandbox/events", control.events, methods=["GET"]),
         Route("/_sandbox/requests", control.requests, methods=["GET"]),
         Route("/_sandbox/event-ids", control.event_ids, methods=["GET"]),

@@ -2,11 +2,13 @@
 
 Tests, the demo, benchmarks and local development point the real worker (or the official
 ``customerio`` package) at it. From the client's side it answers like Customer.io: Basic auth,
-the v1 person endpoints, ``GET /api/v1/accounts/region`` and ``POST /api/v2/batch``, with the
-documented limits (see :mod:`cioguard.sandbox.wire`). Under ``/_sandbox/`` (no auth: a local tool)
-it offers
-``stats``, ``config``, ``credentials``, ``reset``, ``people/{id}``, ``events?person=``,
-``event-ids`` and ``requests`` so tests can inject faults and check what reached "Customer.io".
+the v1 person endpoints, ``GET /api/v1/accounts/region``, ``POST /api/v2/batch`` and
+``POST /api/v2/entity``. Every request is checked against Customer.io's published OpenAPI spec
+and its limits on the bytes received (:mod:`cioguard.sandbox.conformance`, docs/sandbox.md);
+violations are answered as Customer.io documents and counted in ``stats``. Under
+``/_sandbox/`` (no auth: a local tool) it offers ``stats``, ``config``, ``credentials``,
+``reset``, ``people/{id}``, ``events?person=``, ``event-ids`` and ``requests`` so tests can inject
+faults and check what reached "Customer.io".
 
 Run it with :class:`SandboxServer` (a subprocess, for tests), :func:`serve` (foreground) or
 ``python -m cioguard.sandbox.server --help``.

@@ -169,6 +169,7 @@ class SandboxState:
         self.suppressed: set[str] = set()
         self.ops_by_action: Counter[str] = Counter()  # applied operations, v1 and v2 alike
         self.counters: Counter[str] = Counter()
+        self.violations: Counter[str] = Counter()  # spec violations by code, no payloads
         self.by_endpoint: dict[str, Counter[str]] = {}
         self.by_status: Counter[str] = Counter()
         self.log: list[RequestRecord] = []
@@ -217,7 +218,19 @@ class SandboxState:
             self.window.popleft()
         self.max_in_window = max(self.max_in_window, len(self.window))
 
-    def record(self, method: str, path: str, endpoint: str, status: int, body: bytes) -> None:
+    def note_violations(self, codes: Iterable[str]) -> None:
+        """Count a request's spec violations by code (the codes of ``conformance.CODES``)."""
+        self.violations.update(codes)
+
+    def record(
+        self,
+        method: str,
+        path: str,
+        endpoint: str,
+        status: int,
+        body: bytes,
+        violations: Iterable[str] = (),
+    ) -> None:
         """Count the answer by endpoint and status and keep the request (up to the cap)."""
         self.by_endpoint.setdefault(endpoint, Counter())[str(status)] += 1
         self.by_status[str(status)] += 1
@@ -225,7 +238,9 @@ class SandboxState:
             self.counters["requests_log_dropped"] += 1
             return
         text = body.decode("utf-8", errors="replace")
-        self.log.append({"method": method, "path": path, "status": status, "body": text})
+        record: RequestRecord = {"method": method, "path": path, "status": status, "body": text}
+        record["violations"] = sorted(set(violations))
+        self.log.append(record)
 
     def apply(self, op: Op) -> None:
         """Change the data as Customer.io would for a valid operation."""
@@ -289,6 +304,8 @@ class SandboxState:
         first, last = self.first_at or (None, None), self.last_at or (None, None)
         return {
             **counts,
+            "spec_violations": sum(self.violations.values()),
+            "spec_violations_by_code": dict(self.violations),
             "by_endpoint": {ep: dict(c) for ep, c in self.by_endpoint.items()},
             "by_status": dict(self.by_status),
             "ops_by_action": dict(self.ops_by_action),

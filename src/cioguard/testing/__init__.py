@@ -94,7 +94,10 @@ class RecordingProducer(Producer):
 
     recorder: Recorder
 
-    def _enqueue(self, job: Job, task_name: str) -> str:
+    def send_sealed(self, sealed: str, job_id: str, task_name: str) -> str:
+        """Record the job instead of publishing it: every path (identify, track, erasure,
+        bulk) ends here with the sealed job, which is opened again to record what it holds."""
+        job = Job.from_payload(self.envelope.open(sealed))
         self.recorder.calls.append(
             RecordedCall(
                 kind=job.kind, person_hash=job.person_hash, job_id=job.job_id,
@@ -102,7 +105,7 @@ class RecordingProducer(Producer):
                 timestamp=job.timestamp, request_id=job.request_id,
             )
         )  # fmt: skip
-        return job.job_id
+        return job_id
 
     def _mark_erased(self, hashed: str) -> None:
         self.recorder.erased.add(hashed)

@@ -41,9 +41,9 @@ from cioguard.broker.envelope import Envelope, EnvelopeError
 from cioguard.broker.jobs import SEALED_REPR
 from cioguard.config import Settings, get_settings
 from cioguard.delivery import deadletters
-from cioguard.delivery.pipeline import ERASED_DETAIL
 from cioguard.delivery.retrying import countdown, exhausted
 from cioguard.delivery.runtime import get_runtime
+from cioguard.delivery.settle import ERASED_DETAIL
 from cioguard.erasure.tombstones import Tombstones
 from cioguard.errors import AuditUnavailableError, ConfigurationError
 from cioguard.ops import metrics
