@@ -9,7 +9,7 @@ RUN python -m venv /opt/cioguard
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN /opt/cioguard/bin/pip install --upgrade pip && /opt/cioguard/bin/pip install .
+RUN /opt/cioguard/bin/pip install --upgrade pip && /opt/cioguard/bin/pip install '.[all]'
 
 # -- run: the virtualenv only, as an unprivileged user --------------------------------------
 FROM python:3.11-slim

@@ -1,11 +1,11 @@
 """cioguard: deliver data to Customer.io from a queue, safely.
 
-Application code calls :func:`identify`, :func:`track` and :func:`delete_person`; each validates,
-sanitizes and encrypts the data and enqueues a job on Redis for the worker.
+Application code calls :func:`identify`, :func:`track` and :func:`delete_person` (or, in async
+code, :func:`aidentify`, :func:`atrack`, :func:`adelete_person`); each validates, sanitizes and
+encrypts the data and enqueues a job on Redis for the worker.
 
 Names are imported lazily, so ``python -m cioguard.sandbox.server`` or the webhook verifier do not
-load
-the producer's dependencies.
+load the producer's dependencies.
 """
 
 from __future__ import annotations
@@ -21,7 +21,17 @@ if TYPE_CHECKING:  # precise types for users' type checkers; runtime imports sta
         ConfigurationError,
         WebhookVerificationError,
     )
-    from cioguard.producer.api import delete_person, deletion_status, identify, sanitize, track
+    from cioguard.producer.api import (
+        adelete_person,
+        adeletion_status,
+        aidentify,
+        atrack,
+        delete_person,
+        deletion_status,
+        identify,
+        sanitize,
+        track,
+    )
     from cioguard.producer.many import aidentify_many, atrack_many, identify_many, track_many
     from cioguard.webhooks.verify import on_webhook, sign_webhook, verify_webhook
 
@@ -35,6 +45,10 @@ _EXPORTS = {
     "track_many": "cioguard.producer.many",
     "aidentify_many": "cioguard.producer.many",
     "atrack_many": "cioguard.producer.many",
+    "aidentify": "cioguard.producer.api",
+    "atrack": "cioguard.producer.api",
+    "adelete_person": "cioguard.producer.api",
+    "adeletion_status": "cioguard.producer.api",
     "DeletionStatus": "cioguard.erasure.requests",
     "verify_webhook": "cioguard.webhooks.verify",
     "on_webhook": "cioguard.webhooks.verify",
@@ -50,7 +64,11 @@ __all__ = [
     "ConfigurationError",
     "DeletionStatus",
     "WebhookVerificationError",
+    "adelete_person",
+    "adeletion_status",
+    "aidentify",
     "aidentify_many",
+    "atrack",
     "atrack_many",
     "delete_person",
     "deletion_status",

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
@@ -235,10 +237,26 @@ def _require(value: SecretStr | None, name: str) -> str:
     return value.get_secret_value()
 
 
-def load_settings() -> Settings:
-    """Build settings from the environment, turning validation errors into one clear line."""
+def setting_names() -> frozenset[str]:
+    """The environment variable names :class:`Settings` reads (``CIOGUARD_BROKER_URL``...)."""
+    return frozenset(field.alias or name for name, field in Settings.model_fields.items())
+
+
+def load_settings(defaults: Mapping[str, Any] | None = None) -> Settings:
+    """Build settings from the environment, turning validation errors into one clear line.
+
+    ``defaults`` (a framework's settings, keyed by the environment variables' names, e.g. Django's
+    ``CIOGUARD`` dict) apply where the environment does not set the variable: the environment
+    wins, so an operator can override a deployed value without a code change, and secrets can stay
+    out of settings files. An unknown name is refused (a typo would otherwise be ignored).
+    """
+    values = dict(defaults or {})
+    known = setting_names()
+    for name in values:
+        if name not in known:
+            raise ConfigurationError(f"{name} is not a cioguard setting (see .env.example)")
     try:
-        return Settings()
+        return Settings(**{k: v for k, v in values.items() if k not in os.environ})
     except ValidationError as exc:
         raise ConfigurationError(_describe(exc)) from None
 

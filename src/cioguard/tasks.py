@@ -63,13 +63,13 @@ def register(app: Celery, settings: Settings) -> None:
             "flush_interval": settings.batch_linger_s,
             "acks_late": True,
         }
-        app.task(name=DELIVER_TASK, **options)(deliver_batch)
-        app.task(name=ERASE_TASK, **options)(erase_batch)
+        app.task(name=DELIVER_TASK, shared=False, **options)(deliver_batch)
+        app.task(name=ERASE_TASK, shared=False, **options)(erase_batch)
         # two batches per process: one runs while the next fills, so no process waits for work
         app.conf.worker_prefetch_multiplier = 2 * settings.batch_max_ops
     else:
-        app.task(bind=True, name=DELIVER_TASK, max_retries=None)(deliver)
-        app.task(bind=True, name=ERASE_TASK, max_retries=None)(erase)
+        app.task(bind=True, name=DELIVER_TASK, max_retries=None, shared=False)(deliver)
+        app.task(bind=True, name=ERASE_TASK, max_retries=None, shared=False)(erase)
 
 
 # -- unbatched -----------------------------------------------------------------------------

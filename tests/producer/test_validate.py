@@ -5,10 +5,14 @@ Every offending value below carries ``CANARY`` so a message that quotes it fails
 
 from __future__ import annotations
 
+import enum
+import json
 import math
-from datetime import UTC, datetime, timedelta, timezone
+import time
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -51,13 +55,29 @@ def test_person_id_accepts_ids_up_to_150_bytes(value: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "type_name"),
-    [(None, "NoneType"), (42, "int"), (b"CANARY", "bytes"), (["CANARY"], "list"),
-     (Opaque(), "Opaque")],
+    [(None, "NoneType"), (4.2, "float"), (True, "bool"), (b"CANARY", "bytes"),
+     (["CANARY"], "list"), (Opaque(), "Opaque")],
 )  # fmt: skip
-def test_person_id_must_be_a_str(value: object, type_name: str) -> None:
+def test_person_id_must_be_a_str_or_an_int(value: object, type_name: str) -> None:
     with pytest.raises(InvalidTypeError) as caught:
         validate.person_id(value)
-    assert message_of(caught) == f"person_id must be a str, not {type_name}"
+    assert message_of(caught) == f"person_id must be a str or an int, not {type_name}"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(42, "42"), (0, "0"), (-7, "-7"), (10**30, "1" + "0" * 30)]
+)
+def test_an_int_person_id_is_its_decimal_string(value: int, expected: str) -> None:
+    assert validate.person_id(value) == expected
+    assert type(validate.person_id(value)) is str
+
+
+def test_an_int_enum_person_id_is_refused_not_sent_as_a_name() -> None:
+    class Ids(enum.IntEnum):
+        ADMIN = 1
+
+    with pytest.raises(InvalidTypeError, match=r"^person_id must be a str or an int, not Ids$"):
+        validate.person_id(Ids.ADMIN)
 
 
 @pytest.mark.parametrize("value", ["", " ", "\t\n", "\u3000"])
@@ -129,8 +149,7 @@ def test_attribute_keys_must_be_str(key: object, type_name: str) -> None:
         (Opaque(), "Opaque"),
         ({"CANARY"}, "set"),
         (b"CANARY", "bytes"),
-        (datetime(2024, 1, 1, tzinfo=UTC), "datetime"),
-        (Decimal("1.5"), "Decimal"),
+        (timedelta(seconds=1), "timedelta"),
         ({"deep": {"deeper": [1, "ok", Opaque()]}}, "Opaque"),  # nested in mappings and lists
         ([1, [2, [3, {CANARY}]]], "set"),
         ((1, (2, b"CANARY")), "bytes"),
@@ -139,9 +158,84 @@ def test_attribute_keys_must_be_str(key: object, type_name: str) -> None:
 def test_values_must_be_json_serializable_at_any_depth(value: object, type_name: str) -> None:
     with pytest.raises(InvalidTypeError) as caught:
         validate.attributes({"profile": value})
-    assert message_of(caught) == (
-        f"attributes contains a value that is not JSON-serializable ({type_name})"
+    assert message_of(caught).startswith(
+        f"attributes contains a value that is not JSON-serializable ({type_name}) at profile"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "where"),
+    [(Opaque(), "profile"), ({"deep": {"deeper": [1, "ok", Opaque()]}}, "profile.deep.deeper[2]"),
+     ([1, [2, [3, {CANARY}]]], "profile[1][1][1]")],
+)  # fmt: skip
+def test_the_message_names_the_key_path_of_a_bad_value(value: object, where: str) -> None:
+    with pytest.raises(InvalidTypeError) as caught:
+        validate.attributes({"profile": value})
+    assert message_of(caught).endswith(f" at {where}")
+
+
+class Plan(enum.Enum):
+    PRO = "pro"
+    NESTED = Decimal("0.1")
+
+
+class Level(enum.IntEnum):
+    GOLD = 3
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (datetime(2024, 1, 1, tzinfo=UTC), 1_704_067_200),
+        (datetime(2024, 1, 1, 2, tzinfo=timezone(timedelta(hours=2))), 1_704_067_200),
+        (datetime(2024, 1, 1), 1_704_067_200),  # naive is UTC
+        (datetime(2024, 1, 1, 0, 0, 0, 999_999, tzinfo=UTC), 1_704_067_200),  # floored
+        (date(2024, 1, 1), 1_704_067_200),  # midnight UTC
+        (date(1960, 1, 1), -315_619_200),  # birthdays before 1970 are negative seconds
+        (Decimal("19.5"), 19.5),
+        (Decimal("10"), 10),
+        (Decimal("-0.25"), -0.25),
+        (Decimal("0.1"), "0.1"),  # the float 0.1 is not 0.1: the string, not a rounded number
+        (Decimal("12345678901234567890.01"), "12345678901234567890.01"),
+        (Decimal(2**60 + 1), str(2**60 + 1)),  # beyond a float's exact integers
+        (UUID("12345678-1234-5678-1234-567812345678"), "12345678-1234-5678-1234-567812345678"),
+        (Plan.PRO, "pro"),
+        (Plan.NESTED, "0.1"),  # the value, converted in turn
+        (Level.GOLD, 3),
+        ((1, (2, 3)), [1, [2, 3]]),
+        ({"when": date(2024, 1, 1), "ids": (UUID(int=1),)},
+         {"when": 1_704_067_200, "ids": ["00000000-0000-0000-0000-000000000001"]}),
+    ],
+)  # fmt: skip
+def test_ordinary_python_values_become_customerio_conventions(
+    value: object, expected: object
+) -> None:
+    out = validate.attributes({"v": value})["v"]
+    assert out == expected
+    assert type(out) is type(expected)
+    json.dumps(out, allow_nan=False)
+
+
+def test_naive_datetime_attribute_is_utc_not_local_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert validate.attributes({"at": datetime(2024, 1, 1)}) == {"at": 1_704_067_200}
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+@pytest.mark.parametrize("value", [Decimal("NaN"), Decimal("Infinity"), Decimal("-Infinity")])
+def test_a_non_finite_decimal_is_refused_like_nan(value: Decimal) -> None:
+    with pytest.raises(InvalidInputError, match=r"NaN or Infinity"):
+        validate.attributes({"score": value})
+
+
+def test_the_callers_mapping_is_not_changed() -> None:
+    source = {"when": date(2024, 1, 1), "nested": {"id": UUID(int=2)}}
+    validate.attributes(source)
+    assert source == {"when": date(2024, 1, 1), "nested": {"id": UUID(int=2)}}
 
 
 @pytest.mark.parametrize(
@@ -159,7 +253,7 @@ def test_json_data_of_every_kind_passes() -> None:
         "s": "text", "i": 10**20, "f": 1.5, "t": True, "n": None, "l": [1, "a", None],
         "tuple": (1, 2), "m": {"nested": {"deeper": [{"x": 1}]}}, "empty": {}, "e": "🎉",
     }  # fmt: skip
-    assert validate.attributes(data) == data
+    assert validate.attributes(data) == {**data, "tuple": [1, 2]}
 
 
 def test_what_names_the_argument_in_messages() -> None:
@@ -245,7 +339,7 @@ def test_event_data_applies_the_attribute_checks() -> None:
     assert message_of(caught) == "event data must be a mapping, not list"
     with pytest.raises(InvalidTypeError, match=r"^event data keys must be str"):
         validate.event_data({1: "CANARY"})
-    with pytest.raises(InvalidTypeError, match=r"^event data contains a value .*\(Opaque\)$"):
+    with pytest.raises(InvalidTypeError, match=r"^event data contains a value .*\(Opaque\) at x$"):
         validate.event_data({"x": Opaque()})
     with pytest.raises(InvalidInputError, match=r"^event data contains NaN"):
         validate.event_data({"x": math.nan})

@@ -1,19 +1,24 @@
 """The webhook task's steps, driven directly against the private Redis and a SQLite audit store.
 
 The runtime here is a small stand-in holding real parts (AuditStore, Tombstones on the private
-Redis, Envelope, Settings); the Celery task is run with ``Task.apply`` so its retry and
-dead-letter decisions are exercised without a broker (the e2e test covers the real worker).
+Redis, Envelope, Settings). The Celery task is registered on a real (non-current) cioguard app
+whose broker is the private Redis; :func:`run_task` plays the worker: it runs the task under a
+worker-like request, and when the task retries it takes the retry message Celery really published
+to the Redis queue and runs it next. So retry and dead-letter decisions are exercised with
+Celery's own retry path, without eager mode (the e2e test covers the real worker process).
 """
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import logging
 import secrets
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +26,15 @@ from typing import Any
 import pytest
 import redis
 import sentry_sdk
+from celery import Task
+from celery.exceptions import Retry
 from sentry_sdk.envelope import Envelope as SentryEnvelope
 from sentry_sdk.transport import Transport
 
 from cioguard.audit.store import AuditEntry, AuditStore
+from cioguard.broker.celeryconf import QUEUE, WEBHOOK_TASK, build_celery
 from cioguard.broker.envelope import Envelope, new_key
+from cioguard.broker.jobs import SEALED_REPR
 from cioguard.config import Settings
 from cioguard.delivery import deadletters
 from cioguard.erasure import opening
@@ -43,7 +52,6 @@ from cioguard.webhooks.handlers import (
     load_handlers,
     outcome_of,
     person_ids,
-    webhook_task,
 )
 from cioguard.webhooks.intake import seal_event, webhook_job_id
 from tests.helpers import final_rows
@@ -297,14 +305,70 @@ def log_text() -> Iterator[io.StringIO]:
     logger.setLevel(previous)
 
 
-def run_task(rt: WebhookRuntimeStub, event: dict[str, Any]) -> tuple[str, Any]:
-    job_id = webhook_job_id(event["event_id"])
-    result = webhook_task.apply(args=[seal_event(rt.envelope, event)], task_id=job_id)
-    return job_id, result.get()
+@pytest.fixture
+def webhook_task(redis_url: str) -> Iterator[Task]:
+    """``cioguard.webhook`` registered on a real cioguard app publishing to the private Redis."""
+    app = build_celery(Settings(CIOGUARD_BROKER_URL=redis_url), "test-webhook-worker")
+    yield webhook_tasks.register(app)
+    app.close()
+
+
+def run_sealed(task: Task, redis_url: str, sealed: str, job_id: str) -> Any:
+    """Run the task as a worker would, following each retry it publishes to the broker."""
+    client = redis.Redis.from_url(redis_url)
+    args, retries = [sealed], 0
+    try:
+        for _ in range(20):
+            task.push_request(
+                id=job_id, retries=retries, called_directly=False, is_eager=False,
+                delivery_info={"exchange": "", "routing_key": QUEUE}, args=args, kwargs={},
+            )  # fmt: skip
+            try:
+                return task(*args)
+            except Retry:
+                raw = client.rpop(QUEUE)
+                assert raw is not None, "the retry was not published to the broker"
+                message = json.loads(raw)
+                headers = message["headers"]
+                assert (headers["id"], headers["task"]) == (job_id, WEBHOOK_TASK)
+                assert headers["argsrepr"] == SEALED_REPR
+                assert headers["retries"] == retries + 1
+                args = json.loads(base64.b64decode(message["body"]))[0]
+                retries = headers["retries"]
+            finally:
+                task.pop_request()
+        raise AssertionError("the task kept retrying")
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def run_task(
+    webhook_task: Task, redis_url: str
+) -> Callable[[WebhookRuntimeStub, dict[str, Any]], tuple[str, Any]]:
+    def run(rt: WebhookRuntimeStub, event: dict[str, Any]) -> tuple[str, Any]:
+        job_id = webhook_job_id(event["event_id"])
+        return job_id, run_sealed(webhook_task, redis_url, seal_event(rt.envelope, event), job_id)
+
+    return run
+
+
+RunTask = Callable[[WebhookRuntimeStub, dict[str, Any]], tuple[str, Any]]
+
+
+def test_register_attaches_the_task_to_the_given_app_only(redis_url: str) -> None:
+    from celery import Celery
+
+    host = Celery("host-app", broker="memory://", set_as_current=False)
+    ours = build_celery(Settings(CIOGUARD_BROKER_URL=redis_url), "test-register")
+    webhook_tasks.register(ours)
+    assert WEBHOOK_TASK in ours.tasks
+    assert WEBHOOK_TASK not in host.tasks
+    ours.close()
 
 
 def test_the_task_handles_a_sealed_event(
-    task_rt: WebhookRuntimeStub, seen: list[dict[str, Any]]
+    task_rt: WebhookRuntimeStub, seen: list[dict[str, Any]], run_task: RunTask
 ) -> None:
     event = make_event("bounced")
     job_id, outcome = run_task(task_rt, event)
@@ -313,7 +377,7 @@ def test_the_task_handles_a_sealed_event(
     assert task_rt.audit.final_row(job_id) is not None
 
 
-def test_a_handler_failing_once_is_retried(task_rt: WebhookRuntimeStub) -> None:
+def test_a_handler_failing_once_is_retried(task_rt: WebhookRuntimeStub, run_task: RunTask) -> None:
     calls: list[str] = []
 
     def flaky(event: dict[str, Any]) -> None:
@@ -330,7 +394,7 @@ def test_a_handler_failing_once_is_retried(task_rt: WebhookRuntimeStub) -> None:
 
 
 def test_a_handler_that_keeps_failing_is_dead_lettered_without_leaking(
-    task_rt: WebhookRuntimeStub, log_text: io.StringIO
+    task_rt: WebhookRuntimeStub, log_text: io.StringIO, run_task: RunTask
 ) -> None:
     calls: list[str] = []
 
@@ -353,10 +417,11 @@ def test_a_handler_that_keeps_failing_is_dead_lettered_without_leaking(
     assert MARKER not in log_text.getvalue()
 
 
-def test_an_unreadable_payload_is_dead_lettered(task_rt: WebhookRuntimeStub) -> None:
+def test_an_unreadable_payload_is_dead_lettered(
+    task_rt: WebhookRuntimeStub, webhook_task: Task, redis_url: str
+) -> None:
     sealed = Envelope([new_key().encode()]).seal({"v": 1, "kind": "webhook"})
-    result = webhook_task.apply(args=[sealed], task_id="webhook-unreadable")
-    assert result.get() == "dead_lettered"
+    assert run_sealed(webhook_task, redis_url, sealed, "webhook-unreadable") == "dead_lettered"
     [letter] = deadletters.list_all(task_rt.audit)
     assert (letter.kind, letter.person_hash, letter.error_class) == (
         "webhook",
@@ -366,7 +431,7 @@ def test_an_unreadable_payload_is_dead_lettered(task_rt: WebhookRuntimeStub) -> 
 
 
 def test_handlers_that_cannot_be_imported_retry_then_dead_letter(
-    task_rt: WebhookRuntimeStub, monkeypatch: pytest.MonkeyPatch
+    task_rt: WebhookRuntimeStub, monkeypatch: pytest.MonkeyPatch, run_task: RunTask
 ) -> None:
     settings = task_rt.settings.model_copy(update={"webhook_handlers": "no_such_module_cioguard"})
     monkeypatch.setattr(task_rt, "settings", settings)
@@ -396,7 +461,7 @@ class CapturingTransport(Transport):
 
 
 def test_a_dead_letter_alert_reaches_sentry_without_the_event(
-    task_rt: WebhookRuntimeStub,
+    task_rt: WebhookRuntimeStub, run_task: RunTask
 ) -> None:
     email = f"canary.{secrets.token_hex(6)}@example.test"  # not a literal: Sentry sends source
     capture = CapturingTransport()

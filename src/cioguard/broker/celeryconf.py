@@ -12,6 +12,11 @@
   transport (:mod:`cioguard.broker.clients` documents the URL form).
 * Short broker timeouts and a small publish retry: a broker that is down gives one clear error
   in the application quickly, not a hang.
+* Never the host application's app: cioguard's apps are built with ``set_as_current=False`` and
+  no fix-ups. A current app is what every ``@shared_task`` of the application binds to, so
+  ``Celery(name)`` in the producer would send the application's own tasks to cioguard's queue
+  (where cioguard's worker drops them as unregistered); Celery's Django fix-up would make it the
+  default app and hook the application's worker signals.
 """
 
 from __future__ import annotations
@@ -72,7 +77,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 def build_celery(settings: Settings, name: str = "cioguard") -> Celery:
-    app = Celery(name)
+    """A Celery app with cioguard's configuration that never becomes current or default.
+
+    ``fixups=[]``: Celery installs its Django fix-up on every app when ``DJANGO_SETTINGS_MODULE``
+    is set, which sets the app as default and connects global worker signals; cioguard's apps are
+    not Django's.
+    """
+    app = Celery(name, set_as_current=False, fixups=[])
     app.conf.update(celery_config(settings))
     return app
 

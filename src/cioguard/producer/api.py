@@ -4,15 +4,25 @@ Every call validates first and raises ``ValueError``/``TypeError`` naming the pr
 rejected call enqueues nothing. Sanitizing happens here, in the application process, so dropped
 fields never reach Redis; the worker sanitizes again (defense in depth). What is enqueued is a
 Fernet token; the task's ``argsrepr`` shows only ``('<sealed>',)``.
+
+Person ids may be ``str`` or ``int`` (sent as the decimal string). The ``a``-prefixed coroutines
+(:func:`aidentify`, :func:`atrack`, :func:`adelete_person`, :func:`adeletion_status`) do the same
+work in a small thread pool of cioguard's own, so an ``async def`` endpoint never waits on the
+broker or the audit store on its event loop, and a broker outage cannot take the loop's default
+executor from the application.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import functools
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from celery import Celery
@@ -28,11 +38,17 @@ from cioguard.config import Settings, get_settings
 from cioguard.erasure import lift, opening, outbox
 from cioguard.erasure import requests as deletions
 from cioguard.erasure.tombstones import Tombstones
-from cioguard.errors import AuditUnavailableError, BrokerUnavailableError
+from cioguard.errors import AuditUnavailableError, BrokerUnavailableError, InvalidInputError
 from cioguard.privacy.hashing import person_hash
 from cioguard.privacy.policy import load_policy
 from cioguard.privacy.sanitizer import Sanitizer
 from cioguard.producer import validate
+
+PersonId = str | int
+"""A person id as the application has it: a string, or an integer primary key."""
+ASYNC_THREADS = 4
+"""Threads behind the async functions: enough for a burst of calls while the broker is slow."""
+_T = TypeVar("_T")
 
 
 class Producer:
@@ -66,28 +82,53 @@ class Producer:
             self._tombstones = Tombstones(client, self.audit)
         return self._tombstones
 
-    def identify(self, person_id: str, attributes: Mapping[str, Any]) -> str:
+    def identify(self, person_id: PersonId, attributes: Mapping[str, Any]) -> str:
+        return self.enqueue(self.prepare_identify(person_id, attributes))
+
+    def prepare_identify(self, person_id: PersonId, attributes: Mapping[str, Any]) -> Job:
+        """Validate and sanitize an identify into its job, without enqueuing it (:meth:`enqueue`).
+
+        Lets a framework check the call at once and publish later (Django's ``on_commit``).
+        """
         pid = validate.person_id(person_id)
         stamped = validate.timestamp_attributes(attributes)
         clean = self.sanitizer.apply(validate.attributes(stamped))
-        return self._enqueue(self._job("identify", pid, attributes=clean), DELIVER_TASK)
+        return self._job("identify", pid, attributes=clean)
 
     def track(
         self,
-        person_id: str,
+        person_id: PersonId,
         name: str,
         data: Mapping[str, Any] | None = None,
         *,
         timestamp: int | datetime | None = None,
     ) -> str:
+        return self.enqueue(self.prepare_track(person_id, name, data, timestamp=timestamp))
+
+    def prepare_track(
+        self,
+        person_id: PersonId,
+        name: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        timestamp: int | datetime | None = None,
+    ) -> Job:
+        """Validate and sanitize a track into its job, without enqueuing it."""
         pid = validate.person_id(person_id)
         event = validate.event_name(name)
         clean = self.sanitizer.apply(validate.event_data(data), enforce_limits=False)
         when = validate.timestamp(timestamp)
-        job = self._job("track", pid, name=event, data=clean, timestamp=when)
+        return self._job("track", pid, name=event, data=clean, timestamp=when)
+
+    def enqueue(self, job: Job) -> str:
+        """Publish an identify or track job made by a ``prepare_`` method; returns its id."""
+        if job.kind not in ("identify", "track"):
+            raise InvalidInputError("only identify and track jobs can be enqueued this way")
         return self._enqueue(job, DELIVER_TASK)
 
-    def delete_person(self, person_id: str, *, reason: str = "erasure", manner: str = "api") -> str:
+    def delete_person(
+        self, person_id: PersonId, *, reason: str = "erasure", manner: str = "api"
+    ) -> str:
         """Record the request (tombstone and sealed job with it), then enqueue; its request id.
 
         If the broker is down, :class:`BrokerUnavailableError` is raised but the request is
@@ -205,18 +246,46 @@ class Producer:
         return job_id
 
 
+_installed: list[Producer] = []
+_settings_source: list[Callable[[], Settings]] = [get_settings]
+
+
 @functools.lru_cache(maxsize=1)
 def get_producer() -> Producer:
-    return Producer(get_settings())
+    """The process's producer: the one :func:`use_producer` installed, else one built on first
+    use from the settings (the environment, or what :func:`use_settings` chose)."""
+    return _installed[-1] if _installed else Producer(_settings_source[-1]())
 
 
-def identify(person_id: str, attributes: Mapping[str, Any]) -> str:
+def use_producer(producer: Producer) -> Producer:
+    """Make ``producer`` the one the module functions use (framework integrations, tests)."""
+    _installed[:] = [producer]
+    get_producer.cache_clear()
+    return producer
+
+
+def use_settings(source: Callable[[], Settings]) -> None:
+    """Build the process's producer from ``source()`` on first use (a framework's settings).
+
+    Lazy, so a management command that never enqueues needs no keys.
+    """
+    _installed.clear()
+    _settings_source[:] = [source]
+    get_producer.cache_clear()
+
+
+def current_settings() -> Settings:
+    """The settings the module functions use (for the framework integrations' webhook views)."""
+    return _installed[-1].settings if _installed else _settings_source[-1]()
+
+
+def identify(person_id: PersonId, attributes: Mapping[str, Any]) -> str:
     """Enqueue an identify (create/update the person). Returns the job id."""
     return get_producer().identify(person_id, attributes)
 
 
 def track(
-    person_id: str,
+    person_id: PersonId,
     name: str,
     data: Mapping[str, Any] | None = None,
     *,
@@ -230,7 +299,7 @@ def track(
     return get_producer().track(person_id, name, data, timestamp=timestamp)
 
 
-def delete_person(person_id: str, *, reason: str = "erasure") -> str:
+def delete_person(person_id: PersonId, *, reason: str = "erasure") -> str:
     """Open an erasure request and enqueue it. Returns the deletion request id."""
     return get_producer().delete_person(person_id, reason=reason)
 
@@ -243,3 +312,51 @@ def deletion_status(request_id: str) -> deletions.DeletionStatus:
 def sanitize(attributes: Mapping[str, Any]) -> dict[str, Any]:
     """Apply the configured sanitization policy (what identify() would enqueue)."""
     return get_producer().sanitizer.apply(validate.attributes(attributes))
+
+
+# -- async ---------------------------------------------------------------------------------------
+
+_executor_lock = threading.Lock()
+_executors: list[ThreadPoolExecutor] = []
+
+
+def _executor() -> ThreadPoolExecutor:
+    with _executor_lock:
+        if not _executors:
+            _executors.append(
+                ThreadPoolExecutor(max_workers=ASYNC_THREADS, thread_name_prefix="cioguard-async")
+            )
+        return _executors[0]
+
+
+async def _in_thread(call: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+    """Run ``call`` in cioguard's pool with the caller's context variables, like to_thread."""
+    context = contextvars.copy_context()
+    bound = functools.partial(context.run, call, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(_executor(), bound)
+
+
+async def aidentify(person_id: PersonId, attributes: Mapping[str, Any]) -> str:
+    """:func:`identify` without blocking the event loop (same validation, errors and result)."""
+    return await _in_thread(identify, person_id, attributes)
+
+
+async def atrack(
+    person_id: PersonId,
+    name: str,
+    data: Mapping[str, Any] | None = None,
+    *,
+    timestamp: int | datetime | None = None,
+) -> str:
+    """:func:`track` without blocking the event loop."""
+    return await _in_thread(track, person_id, name, data, timestamp=timestamp)
+
+
+async def adelete_person(person_id: PersonId, *, reason: str = "erasure") -> str:
+    """:func:`delete_person` without blocking the event loop."""
+    return await _in_thread(delete_person, person_id, reason=reason)
+
+
+async def adeletion_status(request_id: str) -> deletions.DeletionStatus:
+    """:func:`deletion_status` without blocking the event loop."""
+    return await _in_thread(deletion_status, request_id)

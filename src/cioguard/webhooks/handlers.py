@@ -11,9 +11,13 @@ with :func:`cioguard.identify`), else of ``email``, else of ``cio_<cio_id>`` (th
 API takes). The event is dropped when *any* of those identifiers is tombstoned, since an erased
 person may have been erased by e-mail or by cio_id.
 
-Handler modules (``CIOGUARD_WEBHOOK_HANDLERS``) are imported in each pool process as it starts
-(``worker_process_init``) and, failing that, before each task: a module that cannot be imported
-makes the task retry and then dead-letter, never run without its handlers.
+The task is registered by :func:`register` on cioguard's worker app only (``cioguard.worker``), not
+with ``shared_task``, which would attach it to every Celery app in the process, the host
+application's included; importing this module connects no signal.
+
+Handler modules (``CIOGUARD_WEBHOOK_HANDLERS``) are imported in each pool process of that app as
+it starts (``worker_process_init``) and, failing that, before each task: a module that cannot be
+imported makes the task retry and then dead-letter, never run without its handlers.
 
 Payload PII never reaches logs, Sentry or the audit table: logs carry the job id, outcome, a
 prefix of the person hash and exception *type* names; handler exceptions (whose messages may
@@ -27,7 +31,8 @@ import logging
 import re
 from typing import Any, NoReturn, Protocol
 
-from celery import Task, shared_task, signals
+from celery import Celery, Task, signals
+from celery._state import get_current_app
 from redis import RedisError
 
 from cioguard.audit.store import AuditEntry, AuditStore
@@ -104,9 +109,6 @@ def _load_handlers_at_process_start(**_: Any) -> None:
         load_handlers(get_settings().webhook_handlers)
     except ConfigurationError as exc:
         log.error("webhook handlers not loaded: %s", exc)
-
-
-signals.worker_process_init.connect(_load_handlers_at_process_start)
 
 
 # -- the steps -------------------------------------------------------------------------------
@@ -216,8 +218,26 @@ def handle_webhook(self: Task, sealed: str) -> str:
     return run_job(self, get_runtime(), sealed)
 
 
-# Registered by a call, not a decorator: mypy --strict refuses Celery's untyped decorators here.
-webhook_task = shared_task(bind=True, name=WEBHOOK_TASK, max_retries=None)(handle_webhook)
+def register(app: Celery) -> Task:
+    """Register ``cioguard.webhook`` on ``app`` (cioguard's worker app) and return the task.
+
+    Also loads the handler modules as each of that app's pool processes starts: the signal is
+    global, so the receiver checks that the process runs ``app`` (Celery makes the worker's app
+    current just before sending ``worker_process_init``).
+    """
+
+    def load_in_pool_process(**kwargs: Any) -> None:
+        if get_current_app() is app:
+            _load_handlers_at_process_start(**kwargs)
+
+    signals.worker_process_init.connect(load_in_pool_process, weak=False)
+    # Registered by a call, not a decorator: mypy --strict refuses Celery's untyped decorators.
+    # shared=False: ``app.task`` otherwise also registers the task on every other app created in
+    # the process (Celery's default), the application's included.
+    task: Task = app.task(bind=True, name=WEBHOOK_TASK, max_retries=None, shared=False)(
+        handle_webhook
+    )
+    return task
 
 
 def run_job(task: Task, rt: WebhookRuntime, sealed: str) -> str:
