@@ -104,7 +104,7 @@ def test_a_bad_item_sends_nothing_from_its_batch_on(
     [
         ("just-a-string", "pair"),
         ((CANARY_ID, ["not", "a", "mapping"]), "mapping"),
-        ((42, {}), "person_id must be a str"),
+        ((4.2, {}), "person_id must be a str or an int"),
     ],
 )
 def test_bad_shapes_name_the_index_and_the_problem(
