@@ -2,8 +2,9 @@
 
 Why: ``\uff14\uff11\uff11\uff11 ...`` (full-width digits), ``4111\u00a01111...`` (no-break
 spaces) and ``pass\u200bword`` (a zero-width space) are the same data to a person and to
-Customer.io, but not to a regular expression. :func:`fold_text` folds a text for the detectors and keeps a map
-from each folded character back to the original, so a match is redacted in the original text.
+Customer.io, but not to a regular expression. :func:`fold_text` folds a text for the
+detectors and keeps a map from each folded character back to the original, so a match is
+redacted in the original text.
 
 Hand-written on purpose: :func:`unicodedata.normalize` folds a whole string but cannot say where
 each output character came from, which redaction needs; folding character by character with it
