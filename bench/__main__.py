@@ -30,6 +30,7 @@ BENCHMARKS = {
     "batching": "bench.batching",
     "bulk_erasure": "bench.erasure",
     "scaling": "bench.scaling",
+    "sanitize": "bench.sanitize",
 }
 RERUN_BUDGET_S = 11 * 60
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
+from functools import lru_cache
 from importlib.metadata import version
 from typing import Final, NamedTuple
 
@@ -61,18 +62,19 @@ Detector = Callable[..., list[Span]]
 
 # -- payment cards -------------------------------------------------------------------------------
 
-# A run of digits with single separators, possessive (each digit is read once).
-_DIGIT_TOKEN = re.compile(r"(?<!\d)\d++(?:[ ./-]\d++)*+")
+# How card numbers are printed (ISO/IEC 7812 and the networks' embossing): 4-4-4-4 with an
+# optional tail of up to 3 (19-digit cards), 4-4-4-1..4 (13-16 digits), Amex 4-6-5, Diners 4-6-4
+# and 4-4-5; one separator (space, dash, dot or slash) throughout. Compact: 13-19 digits.
+_GROUPED = re.compile(
+    r"(?<![0-9])[0-9]{4}(?P<s>[ ./-])"
+    r"(?:[0-9]{4}(?P=s)[0-9]{4}(?P=s)[0-9]{1,4}(?:(?P=s)(?P<tail>[0-9]{1,3}))?"
+    r"|[0-9]{6}(?P=s)[0-9]{4,5}|[0-9]{4}(?P=s)[0-9]{5})(?![0-9])"
+)
+_NO_SEPARATORS = str.maketrans("", "", " ./-")
+_COMPACT = re.compile(r"(?<![0-9])[0-9]{13,19}+(?![0-9])")
 _HEX = frozenset("0123456789abcdefABCDEF")
 _HEX_RUN = 32  # a run of this many hex characters is a hash or a UUID without dashes
-_GROUP = re.compile(r"\d+")
-# How card numbers are printed (ISO/IEC 7812 and the networks' embossing): 4-4-4-4 with an
-# optional tail of up to 3 (19-digit cards), 4-4-4-1..4 (13-15 digits), Amex 4-6-5 and
-# Diners 4-6-4. A group pattern must use one separator throughout.
-_GROUPINGS: Final = (
-    (4, 4, 4, 4, 3), (4, 4, 4, 4, 2), (4, 4, 4, 4, 1), (4, 4, 4, 4), (4, 6, 5), (4, 6, 4),
-    (4, 4, 5), (4, 4, 4, 3), (4, 4, 4, 2), (4, 4, 4, 1),
-)  # fmt: skip
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def luhn_ok(digits: str) -> bool:
@@ -88,6 +90,7 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+@lru_cache(maxsize=8192)
 def is_card_number(digits: str) -> bool:
     """Whether ``digits`` (digits only) could be a payment card number.
 
@@ -117,34 +120,42 @@ def find_cards(text: str) -> list[Span]:
 
     A compact run that is one side of a decimal point (``3.1415926535897932``) is a number, not
     a card; grouped runs must follow a card grouping (``113-1234567-1234567``, an order id, is
-    not searched for a card inside it).
+    not searched for a card inside it). A failed grouped candidate is retried one character
+    later, so a card printed after an unrelated group (``2024 4111 1111 1111 1111``) is found;
+    each retry reads at most 23 characters, so the scan stays linear.
     """
     spans: list[Span] = []
-    for token in _DIGIT_TOKEN.finditer(text):
-        if token.end() - token.start() < 13 or _inside_hex(text, token.start(), token.end()):
+    pos = 0
+    while found := _GROUPED.search(text, pos):
+        start, end = found.span()
+        digits = found.group().translate(_NO_SEPARATORS)
+        tail = found.group("tail")
+        if is_card_number(digits):
+            spans.append(Span(start, end, "card"))
+            pos = end
+        elif tail and is_card_number(digits[: -len(tail)]):
+            spans.append(Span(start, end - len(tail) - 1, "card"))
+            pos = end
+        else:
+            pos = start + 1
+    for found in _COMPACT.finditer(text):
+        start, end = found.span()
+        if not is_card_number(found.group()) or _inside_hex(text, start, end):
             continue
-        groups = [(m.start(), m.end()) for m in _GROUP.finditer(text, token.start(), token.end())]
-        i = 0
-        while i < len(groups):
-            found = _grouped_card(text, groups, i)
-            if found:
-                spans.append(Span(groups[i][0], groups[i + found - 1][1], "card"))
-                i += found
-                continue
-            start, end = groups[i]
-            if 13 <= end - start <= 19 and is_card_number(text[start:end]):
-                after_dot = i > 0 and text[start - 1] == "."
-                before_dot = i + 1 < len(groups) and text[end] == "."
-                if not (after_dot or before_dot):
-                    spans.append(Span(start, end, "card"))
-            i += 1
-    return spans
+        after_dot = start > 1 and text[start - 1] == "." and text[start - 2].isdigit()
+        before_dot = end + 1 < len(text) and text[end] == "." and text[end + 1].isdigit()
+        if not (after_dot or before_dot):
+            spans.append(Span(start, end, "card"))
+    if spans and "-" in text:  # an all-digit stretch of a UUID is not a card
+        uuids = [m.span() for m in _UUID.finditer(text)]
+        spans = [s for s in spans if not any(a <= s.start and s.end <= b for a, b in uuids)]
+    return sorted(spans)
 
 
 def _inside_hex(text: str, start: int, end: int) -> bool:
     """Whether ``text[start:end]`` is part of a run of 32+ hex characters (a hash, not a card).
 
-    Looks at most ``_HEX_RUN`` characters each way, so the cost per token is bounded.
+    Looks at most ``_HEX_RUN`` characters each way, so the cost per candidate is bounded.
     """
     if not (start and text[start - 1] in _HEX) and not (end < len(text) and text[end] in _HEX):
         return False
@@ -156,23 +167,6 @@ def _inside_hex(text: str, start: int, end: int) -> bool:
         hi += 1
     run = text[lo:hi]
     return hi - lo >= _HEX_RUN and all(c in _HEX for c in run) and not run.isdigit()
-
-
-def _grouped_card(text: str, groups: list[tuple[int, int]], i: int) -> int:
-    """How many groups from ``i`` on make a card number in a card grouping (0 for none)."""
-    for pattern in _GROUPINGS:
-        count = len(pattern)
-        if i + count > len(groups):
-            continue
-        chosen = groups[i : i + count]
-        if any(end - start != want for (start, end), want in zip(chosen, pattern, strict=True)):
-            continue
-        separators = {text[chosen[k][1]] for k in range(count - 1)}
-        if len(separators) != 1:
-            continue
-        if is_card_number("".join(text[start:end] for start, end in chosen)):
-            return count
-    return 0
 
 
 # -- US social security numbers ------------------------------------------------------------------
@@ -221,6 +215,7 @@ IBAN_LENGTHS: Final[Mapping[str, int]] = {
 _IBAN_START = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?= ?[A-Za-z0-9])")
 
 
+@lru_cache(maxsize=8192)
 def iban_ok(iban: str) -> bool:
     """Whether a compact IBAN has its country's length and BBAN format and a valid mod-97 check.
 
@@ -233,6 +228,12 @@ def iban_ok(iban: str) -> bool:
     return bool(stdnum_iban.is_valid(iban))
 
 
+@lru_cache(maxsize=64)
+def _iban_body(length: int) -> re.Pattern[str]:
+    """``length`` ASCII letters or digits, single spaces allowed between them."""
+    return re.compile(r"[A-Za-z0-9](?: ?[A-Za-z0-9]){" + str(length - 1) + "}")
+
+
 def find_ibans(text: str) -> list[Span]:
     """IBANs, compact (``DE89370400440532013000``) or in groups (``DE89 3704 0044 ...``)."""
     spans: list[Span] = []
@@ -243,19 +244,14 @@ def find_ibans(text: str) -> list[Span]:
         length = IBAN_LENGTHS.get(text[start : start + 2].upper())
         if length is None:
             continue
-        chars: list[str] = []
-        i = start
-        while i < len(text) and len(chars) < length:
-            char = text[i]
-            if char.isascii() and char.isalnum():
-                chars.append(char)
-            elif not (char == " " and chars and i + 1 < len(text) and text[i + 1].isalnum()):
-                break
-            i += 1
-        at_boundary = not (i < len(text) and text[i].isalnum())
-        if len(chars) == length and at_boundary and iban_ok("".join(chars)):
-            spans.append(Span(start, i, "iban"))
-            pos = i
+        body = _iban_body(length).match(text, start)
+        if body is None:
+            continue
+        end = body.end()
+        at_boundary = not (end < len(text) and text[end].isalnum())
+        if at_boundary and iban_ok(body.group().replace(" ", "")):
+            spans.append(Span(start, end, "iban"))
+            pos = end
     return spans
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import lru_cache
 from importlib.metadata import version
 from typing import Final
 
@@ -70,6 +71,7 @@ def nino_ok(value: str) -> bool:
 
 
 def _stdnum(check: Callable[[str], bool]) -> Callable[[str], bool]:
+    @lru_cache(maxsize=4096)
     def valid(text: str) -> bool:
         try:
             return bool(check(text))
@@ -81,14 +83,17 @@ def _stdnum(check: Callable[[str], bool]) -> Callable[[str], bool]:
 
 _CF = "[0-9LMNPQRSTUV]"
 FORMATS: Final[dict[str, tuple[re.Pattern[str], Callable[[str], bool]]]] = {
-    "us-itin": (re.compile(_L + r"9\d{2}([- ])\d{2}\1\d{4}" + _R), _stdnum(itin.is_valid)),
+    "us-itin": (re.compile(_L + r"9\d{2}[- ]\d{2}[- ]\d{4}" + _R), _stdnum(itin.is_valid)),
     "gb-nino": (
         re.compile(_L + r"[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]" + _R),
         lambda t: nino_ok(t.replace(" ", "")),
     ),
     "de-idnr": (re.compile(_L + r"[1-9]\d (?:\d{3} ){2}\d{3}" + _R), _stdnum(idnr.is_valid)),
     "fr-nir": (
-        re.compile(_L + r"[1-478] ?\d{2} ?\d{2} ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}" + _R),
+        re.compile(
+            _L + r"(?:[1-478]\d{4}(?:\d{2}|2[AB])\d{8}"
+            r"|[1-478] \d{2} \d{2} (?:\d{2}|2[AB]) \d{3} \d{3} \d{2})" + _R
+        ),
         _stdnum(nir.is_valid),
     ),
     "es-dni": (re.compile(_L + r"\d{8}-?[A-Z]" + _R), _stdnum(dni.is_valid)),
@@ -103,18 +108,50 @@ FORMATS: Final[dict[str, tuple[re.Pattern[str], Callable[[str], bool]]]] = {
     ),
     "br-cpf": (re.compile(_L + r"\d{3}\.\d{3}\.\d{3}-\d{2}" + _R), _stdnum(cpf.is_valid)),
     "in-aadhaar": (
-        re.compile(_L + r"[2-9]\d{3}([ -])\d{4}\1\d{4}" + _R),
+        re.compile(_L + r"[2-9]\d{3}[ -]\d{4}[ -]\d{4}" + _R),
         _stdnum(aadhaar.is_valid),
     ),
-    "ca-sin": (re.compile(_L + r"\d{3}([ -])\d{3}\1\d{3}" + _R), _stdnum(sin.is_valid)),
+    "ca-sin": (re.compile(_L + r"\d{3}[ -]\d{3}[ -]\d{3}" + _R), _stdnum(sin.is_valid)),
 }
+
+
+# Every format above is a run of digits and capitals with single separators, 9+ characters long
+# and holding a digit. One pass finds such runs; the formats are then tried on each run only
+# (with two characters of context each side for their boundary checks), so ordinary text costs
+# one scan, not one per format.
+_RUN: Final = re.compile(r"[0-9A-Z](?:[0-9A-Z]|[ .+\-](?=[0-9A-Z]))*+")
+_MIN_RUN: Final = 9
+
+
+# All formats in one alternation, to find candidates in one call per run; a candidate that fails
+# its validation is retried with every format (two shapes may fit the same characters).
+_ANY: Final = re.compile(
+    _L
+    + "(?:"
+    + "|".join(
+        f"(?P<{name.replace('-', '_')}>{pattern.pattern.removeprefix(_L)})"
+        for name, (pattern, _) in FORMATS.items()
+    )
+    + ")"
+)
 
 
 def find_national_id_spans(text: str) -> list[tuple[int, int, str]]:
     """(start, end, format) of every validated national identifier in ``text``."""
     found: list[tuple[int, int, str]] = []
-    for name, (pattern, valid) in FORMATS.items():
-        for match in pattern.finditer(text):
-            if valid(match.group()):
-                found.append((match.start(), match.end(), name))
+    for run in _RUN.finditer(text):
+        start, end = run.span()
+        if end - start < _MIN_RUN or not any(c.isdigit() for c in run.group()):
+            continue
+        window_end = min(end + 2, len(text))
+        for candidate in _ANY.finditer(text, start, window_end):
+            name = (candidate.lastgroup or "").replace("_", "-")
+            if candidate.end() <= end and FORMATS[name][1](candidate.group()):
+                found.append((candidate.start(), candidate.end(), name))
+                continue
+            for other, (pattern, valid) in FORMATS.items():
+                retry = pattern.match(text, candidate.start(), window_end)
+                if retry and retry.end() <= end and valid(retry.group()):
+                    found.append((retry.start(), retry.end(), other))
+                    break
     return found

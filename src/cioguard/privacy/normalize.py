@@ -39,19 +39,22 @@ def fold_text(text: str) -> tuple[str, list[int] | None]:
     """``text`` folded for the detectors, and where each folded character came from.
 
     ASCII text is returned as it is with no map (the common case costs one ``isascii`` call).
-    Otherwise ``origin[i]`` is the index in ``text`` of the character that produced folded
-    character ``i``; ``origin[len(folded)]`` is ``len(text)``.
+    Otherwise the distinct characters are folded once each and applied with ``str.translate``;
+    when every character folds to exactly one character the map is the identity (None again).
+    Else ``origin[i]`` is the index in ``text`` of the character that produced folded character
+    ``i``, and ``origin[len(folded)]`` is ``len(text)``.
     """
     if text.isascii():
         return text, None
-    out: list[str] = []
+    table = {ord(c): _fold_char(c) for c in set(text) if not c.isascii()}
+    folded = text.translate(table)
+    if all(len(v) == 1 for v in table.values()):
+        return folded, None
     origin: list[int] = []
     for index, char in enumerate(text):
-        folded = char if char.isascii() else _fold_char(char)
-        out.append(folded)
-        origin.extend([index] * len(folded))
+        origin.extend([index] * len(table.get(ord(char), char)))
     origin.append(len(text))
-    return "".join(out), origin
+    return folded, origin
 
 
 def unfold_span(origin: list[int] | None, start: int, end: int) -> tuple[int, int]:
