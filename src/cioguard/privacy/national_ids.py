@@ -119,8 +119,8 @@ FORMATS: Final[dict[str, tuple[re.Pattern[str], Callable[[str], bool]]]] = {
 # and holding a digit. One pass finds such runs; the formats are then tried on each run only
 # (with two characters of context each side for their boundary checks), so ordinary text costs
 # one scan, not one per format.
-_RUN: Final = re.compile(r"[0-9A-Z](?:[0-9A-Z]|[ .+\-](?=[0-9A-Z]))*+")
-_MIN_RUN: Final = 9
+_RUN: Final = re.compile(r"[0-9A-Z](?:[0-9A-Z]|[ .+\-](?=[0-9A-Z])){8,}+")
+_DIGIT: Final = re.compile(r"[0-9]")
 
 
 # All formats in one alternation, to find candidates in one call per run; a candidate that fails
@@ -141,7 +141,7 @@ def find_national_id_spans(text: str) -> list[tuple[int, int, str]]:
     found: list[tuple[int, int, str]] = []
     for run in _RUN.finditer(text):
         start, end = run.span()
-        if end - start < _MIN_RUN or not any(c.isdigit() for c in run.group()):
+        if not _DIGIT.search(text, start, end):
             continue
         window_end = min(end + 2, len(text))
         for candidate in _ANY.finditer(text, start, window_end):

@@ -26,34 +26,42 @@ from typing import Final
 _B = r"(?<![A-Za-z0-9_-])"
 _E = r"(?![A-Za-z0-9_-])"
 
+
+def _lit(prefix: str) -> str:
+    """``prefix`` at a token boundary, written literal-first so the regex engine can skip to
+    each occurrence instead of testing a lookbehind at every position."""
+    literal = re.escape(prefix)
+    return f"{literal}(?<![A-Za-z0-9_-]{literal})"
+
+
 TOKEN_RULES: Final[dict[str, str]] = {
     "private-key": r"-----BEGIN [A-Z ]{0,40}PRIVATE KEY-----"
     r"(?:[^-]++|-(?!----END))*+(?:-----END [A-Z ]{0,40}PRIVATE KEY-----|\Z)",
     "aws-access-token": _B + r"(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}" + _E,
     "github-token": _B + r"gh[pousr]_[A-Za-z0-9]{36,255}+" + _E,
-    "github-fine-grained-pat": _B + r"github_pat_[A-Za-z0-9_]{22,255}+" + _E,
-    "gitlab-pat": _B + r"glpat-[A-Za-z0-9_-]{20,}+",
+    "github-fine-grained-pat": _lit("github_pat_") + r"[A-Za-z0-9_]{22,255}+" + _E,
+    "gitlab-pat": _lit("glpat-") + r"[A-Za-z0-9_-]{20,}+",
     "stripe-access-token": _B + r"(?:sk|rk|pk)_(?:live|test|prod)_[0-9A-Za-z]{10,99}+" + _E,
     "slack-token": _B + r"xox[abposre]-[0-9A-Za-z-]{10,}+",
     "slack-webhook-url": r"hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/]{20,}+",
     "openai-api-key": _B + r"sk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{20,}+"
     r"|" + _B + r"sk-[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}" + _E,
     "anthropic-api-key": _B + r"sk-ant-(?:api|admin)\d\d-[A-Za-z0-9_-]{20,}+",
-    "npm-access-token": _B + r"npm_[A-Za-z0-9]{36}" + _E,
+    "npm-access-token": _lit("npm_") + r"[A-Za-z0-9]{36}" + _E,
     "sendgrid-api-token": _B + r"SG\.[A-Za-z0-9_-]{16,32}\.[A-Za-z0-9_-]{16,64}" + _E,
-    "twilio-api-key": _B + r"SK[0-9a-fA-F]{32}" + _E,
+    "twilio-api-key": _lit("SK") + r"[0-9a-fA-F]{32}" + _E,
     "shopify-token": _B + r"shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}" + _E,
-    "mailgun-api-key": _B + r"key-[a-f0-9]{32}" + _E,
-    "gcp-api-key": _B + r"AIza[A-Za-z0-9_-]{35}" + _E,
-    "huggingface-token": _B + r"hf_[A-Za-z]{34}" + _E,
+    "mailgun-api-key": _lit("key-") + r"[a-f0-9]{32}" + _E,
+    "gcp-api-key": _lit("AIza") + r"[A-Za-z0-9_-]{35}" + _E,
+    "huggingface-token": _lit("hf_") + r"[A-Za-z]{34}" + _E,
     "digitalocean-token": _B + r"do[por]_v1_[a-f0-9]{64}" + _E,
-    "postman-api-token": _B + r"PMAK-[a-fA-F0-9]{24}-[a-fA-F0-9]{34}" + _E,
-    "pypi-upload-token": _B + r"pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,1000}+",
-    "jwt": _B + r"eyJ[A-Za-z0-9_-]{8,}+\.eyJ[A-Za-z0-9_-]{8,}+\.[A-Za-z0-9_-]*+",
+    "postman-api-token": _lit("PMAK-") + r"[a-fA-F0-9]{24}-[a-fA-F0-9]{34}" + _E,
+    "pypi-upload-token": _lit("pypi-AgEIcHlwaS5vcmc") + r"[A-Za-z0-9_-]{50,1000}+",
+    "jwt": _lit("eyJ") + r"[A-Za-z0-9_-]{8,}+\.eyJ[A-Za-z0-9_-]{8,}+\.[A-Za-z0-9_-]*+",
     "bcrypt-hash": r"(?<![$\w])\$2[aby]?\$\d{2}\$[./A-Za-z0-9]{53}",
     # -- context rules: the secret is what follows a marker --------------------------------------
-    "url-credentials": r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{1,20}+://"
-    r"[^\s:/?#@\[\]]{1,256}+:[^\s/?#@]{1,256}+@",
+    # The userinfo after "://"; the scheme before it is read by _url_credentials.
+    "url-credentials": r"://[^\s:/?#@\[\]]{1,256}+:[^\s/?#@]{1,256}+@",
     "authorization-header": r"(?i:\bauthorization\b[\"']?\s{0,4}[:=]\s{0,4}[\"']?"
     r"(?:(?:bearer|basic|token|digest|negotiate)\s{1,4})?)[^\s\"',;]{8,}+",
     "bearer-token": r"(?i:\bbearer\s{1,4})[A-Za-z0-9._~+/=-]{16,}+",
@@ -98,6 +106,9 @@ _RULES: Final = tuple(
 )
 
 
+_URL_CREDENTIALS: Final = _RULES[list(KEYWORDS).index("url-credentials")][0]
+
+
 def find_secret_spans(text: str) -> list[tuple[int, int]]:
     """Where credentials are in ``text``: (start, end) of each match (may overlap)."""
     lowered: str | None = None
@@ -108,6 +119,29 @@ def find_secret_spans(text: str) -> list[tuple[int, int]]:
             haystack = lowered
         else:
             haystack = text
-        if any(keyword in haystack for keyword in keywords):
-            spans += [m.span() for m in pattern.finditer(text)]
+        for keyword in keywords:
+            if keyword in haystack:
+                if pattern is _URL_CREDENTIALS:
+                    spans += _url_credentials(text)
+                else:
+                    spans += [m.span() for m in pattern.finditer(text)]
+                break
+    return spans
+
+
+_SCHEME_CHARS: Final = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+.-"
+)
+
+
+def _url_credentials(text: str) -> list[tuple[int, int]]:
+    """``scheme://user:pass@`` spans: the userinfo by regex from each ``://``, the scheme read
+    backwards (at most 20 characters), so no position is scanned twice."""
+    spans: list[tuple[int, int]] = []
+    for match in _URL_CREDENTIALS.finditer(text):
+        start = match.start()
+        while start > 0 and match.start() - start < 20 and text[start - 1] in _SCHEME_CHARS:
+            start -= 1
+        if start < match.start() and text[start].isalpha():
+            spans.append((start, match.end()))
     return spans
