@@ -286,7 +286,7 @@ DETECTORS: Final[Mapping[str, Detector]] = {
 DETECTOR_NAMES: Final = tuple(DETECTORS)
 # What each detector is built on, for ``cioguard policy explain`` and docs/policy.md.
 LIBRARIES: Final[Mapping[str, str]] = {
-    "card": "Luhn + issuer ranges (hand-written; no library checks card groupings)",
+    "card": "Luhn + issuer prefixes (hand-written)",
     "ssn": "SSA issued ranges (hand-written, as Microsoft Presidio)",
     "iban": stdnum_library(),
     "phone": phones.LIBRARY,

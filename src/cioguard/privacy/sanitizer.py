@@ -63,6 +63,7 @@ MAX_DEPTH: Final = 32
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 _SEGMENT = re.compile(r'\.?([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*+")\]')
 _POLICY = "policy"
+_KEEP_INSIDE = "policy (keep_inside)"
 _COUNTRY_KEYS = ("country", "country_code", "countryCode", "Country", "CountryCode")
 _HASH_SHAPE = re.compile(r"[0-9a-f]{64}")
 _KEY_CACHE_SIZE = 4096
@@ -226,7 +227,7 @@ class Sanitizer:
                 if within.keeps_inside(info.forms):
                     if log is not None:
                         why = f"{normalized!r} is in keep_inside of {within.name}"
-                        log.append(Decision(child, "keep", within.name, why, _POLICY))
+                        log.append(Decision(child, "keep", within.name, why, _KEEP_INSIDE))
                     out[key] = self._value(value, child, hashing, scan, depth, call)
                     continue
                 match = RuleMatch(within, "", "token")
