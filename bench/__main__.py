@@ -34,6 +34,7 @@ BENCHMARKS = {
     "bulk_erasure": "bench.erasure",
     "scaling": "bench.scaling",
     "apis": "bench.apis",
+    "sanitize": "bench.sanitize",
 }
 RERUN_BUDGET_S = 11 * 60
 

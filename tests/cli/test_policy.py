@@ -234,7 +234,7 @@ def decisions(output: str) -> list[tuple[str, str, str]]:
     rows = []
     for line in output.splitlines():
         cells = [c.strip() for c in line.strip().strip("│").split("│")]
-        if len(cells) == 4 and cells[0] and cells[1] and cells[0] != "path":
+        if len(cells) == 5 and cells[0] and cells[1] and cells[0] != "path":
             rows.append((cells[0], cells[1], cells[2]))
     return rows
 
@@ -257,7 +257,7 @@ EXPECTED_DEFAULT = [
     ("profile.cards[0].cvv", "drop", "payment-cards"),
     ("profile.address", "keep", "street-address"),
     ("profile.address.street", "redact", "street-address"),
-    ("profile.address.city", "keep", ""),
+    ("profile.address.city", "keep", "street-address"),  # in the rule's keep_inside
     ("note", "keep", ""),
     ("note", "detector-redact", "detector:ssn"),
     ("seats", "keep", ""),
@@ -271,7 +271,9 @@ def test_explain_sample_file_shows_actions_and_no_values(runner: CliRunner, tmp_
     assert result.exit_code == 0, result.output
     assert f"policy {default_policy().version}" in result.stdout
     assert decisions(result.stdout) == EXPECTED_DEFAULT
-    assert "'user_password' matches token key 'password'" in flat(result.stdout)
+    assert "'user_password' matches stem key 'password'" in flat(result.stdout)
+    out = flat(result.stdout)
+    assert "Luhn" in out and "policy (stem)" in out  # which detector/rule, built on what
     assert_no_values(result.output)
 
 

@@ -10,6 +10,10 @@ It runs twice per API (the ``api`` fixture: Track, then Pipelines): one message 
 ``CIOGUARD_BATCH=1`` (celery-batches, the default in production), whose retries, events and
 inspect answers differ.
 
+The canaries sit under keys taken from real systems and languages (HubSpot's ``secondaryPhone``,
+a German shop's ``kreditkartenNummer``...), checked not to be keys of the default policy's own
+rules (issue 16): the policy must generalize to them, not recognise its own list.
+
 Dropped values (card, SSN, password, phone, nested card, SSN in free text) must appear nowhere,
 not even in what reached Customer.io. Delivered values (the e-mail, a kept attribute, the person
 id) must appear only in what reached Customer.io. Then a second phase plants canaries on purpose
@@ -30,6 +34,7 @@ import redis
 from cioguard.broker.celeryconf import DELIVER_TASK, build_celery
 from cioguard.broker.jobs import Job, new_job_id
 from cioguard.privacy.hashing import person_hash
+from cioguard.privacy.policy import default_policy, key_forms
 from cioguard.producer.api import Producer
 from cioguard.sandbox.client import SandboxServer
 from cioguard.sandbox.devstack import WorkerProcess
@@ -39,7 +44,6 @@ from tests.leaks import (
     FlowerProcess,
     SentryCapture,
     Surfaces,
-    canary_attributes,
     dump_flower,
     dump_inspect,
     dump_logs,
@@ -61,6 +65,40 @@ DELIVERED = ("email", "plan", "person")
 SETS = 6
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _ETA = re.compile(r'"eta": "\d{4}-')
+
+
+# Key -> canary. None of these keys is a key of a default-policy rule, even glued.
+INDEPENDENT_KEYS = {
+    "email": "email",  # delivered: Customer.io identifies people by it
+    "plan": "plan",
+    "password": "accountPassphrase",  # caught by the "passphrase" stem inside a longer key
+    "card": "kreditkartenNummer",  # German shop field; caught by the "kreditkarte" stem
+    "ssn": "employeeSSN",  # HR systems; caught by the "ssn" token
+    "phone": "secondaryPhone",  # HubSpot/Salesforce style; caught by the "phone" token
+}
+
+
+def canary_attributes(c: dict[str, Canary]) -> dict[str, object]:
+    """Identify attributes carrying each canary under a key the policy does not list."""
+    attributes: dict[str, object] = {key: c[name].value for name, key in INDEPENDENT_KEYS.items()}
+    attributes["zahlungsdaten"] = {
+        "hinterlegteKreditkarte": c["nested_card"].value,
+        "stufe": "gold",
+    }
+    attributes["kommentar"] = f"bitte morgen anrufen wegen {c['note_ssn'].value}"
+    return attributes
+
+
+def test_canary_keys_are_not_the_policy_s_own_keys() -> None:
+    rule_keys = {k for rule in default_policy().rules for k in rule.keys}
+    glued = {key_forms(k).glued for k in rule_keys}
+    for key in [*INDEPENDENT_KEYS.values(), "hinterlegteKreditkarte"]:
+        if key in ("email", "plan"):
+            continue
+        forms = key_forms(key)
+        assert forms.normalized not in rule_keys and forms.glued not in glued, key
+        found = default_policy().match(key)
+        assert found is not None and found.rule.action in ("drop", "hash"), key
 
 
 @pytest.fixture
@@ -248,10 +286,11 @@ def _assert_phone_hashed(cio: SandboxServer, c: dict[str, Canary]) -> None:
     person = cio.control.person(c["person"].value)
     assert person is not None
     assert person["email"] == c["email"].value and person["plan"] == c["plan"].value
-    assert _HEX64.match(str(person["phone"]))
-    assert "[REDACTED:ssn]" in str(person["note"])
-    assert {"password", "creditCard", "ssn"}.isdisjoint(person)
-    assert "cardNumber" not in person["profile"]["payment"]
+    assert _HEX64.match(str(person[INDEPENDENT_KEYS["phone"]]))
+    assert "[REDACTED:ssn]" in str(person["kommentar"])
+    dropped = {INDEPENDENT_KEYS[n] for n in ("password", "card", "ssn")}
+    assert dropped.isdisjoint(person)
+    assert person["zahlungsdaten"] == {"stufe": "gold"}
 
 
 def _self_check(

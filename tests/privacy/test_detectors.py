@@ -137,7 +137,9 @@ def test_all_digit_uuid_is_not_a_card() -> None:
     head = with_check_digit("411111111111111")  # 16 digits: the 8-4-4 prefix of the uuid
     uuid = f"{head[:8]}-{head[8:12]}-{head[12:16]}-1234-123456789012"
     assert find_cards(f"id {uuid}") == []
-    assert find_cards(head[:8] + "-" + head[8:12] + "-" + head[12:16]) != []
+    # v2: 8-4-4 is no card grouping (order ids are printed so), 4-4-4-4 is.
+    assert find_cards(head[:8] + "-" + head[8:12] + "-" + head[12:16]) == []
+    assert find_cards("-".join(head[i : i + 4] for i in range(0, 16, 4))) != []
 
 
 def test_is_card_number_rejects_non_digits_and_bad_lengths() -> None:
@@ -259,7 +261,7 @@ def test_international_phone_found(phone: str) -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "415-555-2671",  # no country code: indistinguishable from other numbers
+        "4155552671",  # a bare national number: indistinguishable from other ids
         "me+14155552671@example.com",  # plus-addressing in an e-mail
         "score +12",
         "+1234567",  # too short
@@ -320,7 +322,7 @@ def test_scanner_runs_only_the_named_detectors() -> None:
     text = "card 4111111111111111 ssn 219-09-9999"
     assert [s.detector for s in scanner(["ssn"])(text)] == ["ssn"]
     assert scanner([])(text) == []
-    assert set(DETECTOR_NAMES) == {"card", "ssn", "iban", "phone", "secret"}
+    assert set(DETECTOR_NAMES) == {"card", "ssn", "iban", "phone", "national_id", "secret"}
     with pytest.raises(KeyError):
         scanner(["nope"])
 

@@ -170,7 +170,18 @@ def test_descend_drop_removes_scalars_from_lists() -> None:
         rules=[{"keys": ["legacy"], "match": "token", "action": "drop", "descend": True}]
     )
     data = {"legacy": ["a", {"x": 1}, ["b", {"y": 2}]], "legacy_flag": True}
-    assert sanitizer.apply(data) == {"legacy": [{"x": 1}, [{"y": 2}]]}
+    # v2: nested keys the rule does not let pass (keep_inside) get its action too.
+    assert sanitizer.apply(data) == {"legacy": [{}, [{}]]}
+
+
+def test_descend_keeps_only_what_keep_inside_names() -> None:
+    sanitizer = make_sanitizer(
+        rules=[{"keys": ["addr"], "match": "token", "action": "redact", "descend": True,
+                "keep_inside": ["city"]}],
+        detectors=[],
+    )  # fmt: skip
+    out = sanitizer.apply({"addr": {"City": "SF", "recipient": "Ada", "x": {"y": 1}}})
+    assert out == {"addr": {"City": "SF", "recipient": REDACTED, "x": {"y": REDACTED}}}
 
 
 def test_descend_hash_hashes_scalars_in_lists() -> None:
@@ -179,7 +190,7 @@ def test_descend_hash_hashes_scalars_in_lists() -> None:
         detectors=[],
     )
     out = sanitizer.apply({"contact": ["a", {"note": "b"}]})
-    assert out == {"contact": [value_hash(KEY, "a"), {"note": "b"}]}
+    assert out == {"contact": [value_hash(KEY, "a"), {"note": value_hash(KEY, "b")}]}
 
 
 # -- detectors in free text ----------------------------------------------------------------------
@@ -408,8 +419,9 @@ def test_non_json_values_are_refused_without_the_value(sanitizer: Sanitizer, bad
     with pytest.raises(InvalidTypeError) as caught:
         sanitizer.apply({"profile": {"items": [1, bad]}})
     message = str(caught.value)
-    assert "profile.items[1]" in message
-    assert "SECRET" not in message
+    # v2: below the top level, keys are shown as keyed hashes (they may be data).
+    assert f"profile[#{value_hash(KEY, 'items')[:8]}][1]" in message
+    assert "items" not in message and "SECRET" not in message
 
 
 def test_non_string_keys_are_refused(sanitizer: Sanitizer) -> None:
@@ -465,7 +477,7 @@ def test_explain_lists_every_decision_with_paths_and_rules(sanitizer: Sanitizer)
         ("profile.cards[0].cvv", "drop", "payment-cards"),
         ("profile.address", "keep", "street-address"),
         ("profile.address.street", "redact", "street-address"),
-        ("profile.address.city", "keep", None),
+        ("profile.address.city", "keep", "street-address"),  # v2: its keep_inside
         ("note", "keep", None),
         ("note", "detector-redact", "detector:ssn"),
         ("note", "detector-redact", "detector:card"),
@@ -476,7 +488,7 @@ def test_explain_reasons_are_human_and_carry_no_values(sanitizer: Sanitizer) -> 
     decisions = sanitizer.explain(EXAMPLE)
     by_path = {(d.path, d.action): d for d in decisions}
     reason = by_path[("userPassword", "drop")].reason
-    assert "'user_password'" in reason and "token key 'password'" in reason
+    assert "'user_password'" in reason and "stem key 'password'" in reason
     assert "credentials" in reason
     leaves = ["jane@example.com", "hunter2", "+14155552671", "Jane", "4111", "123",
               "1 Main St", "SF", "219-09-9999", "5555555555554444"]  # fmt: skip

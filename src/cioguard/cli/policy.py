@@ -37,7 +37,11 @@ def explain(
     sample: str = typer.Argument("-", help="a JSON object file, or - for stdin"),
     policy_file: Path | None = typer.Option(None, "--policy", help="default: CIOGUARD_POLICY"),
 ) -> None:
-    """Show, for a sample JSON object, what the policy does to each key and why (no values)."""
+    """Show, for a sample JSON object, what the policy does to each key and why (no values).
+
+    Each row names the rule or detector that decided and what it is built on (``policy
+    (stem)`` for a key rule, or the detector's library and version, e.g. ``phonenumbers 9.0``).
+    """
     from cioguard.config import get_settings
     from cioguard.privacy.policy import check_policy_file, load_policy
     from cioguard.privacy.sanitizer import Sanitizer
@@ -55,13 +59,15 @@ def explain(
     settings = get_settings()
     policy = check_policy_file(policy_file) if policy_file else load_policy(settings.policy_path)
     key = settings.hash_key.get_secret_value().encode() if settings.hash_key else b"explain-only"
-    table = Table("path", "action", "rule", "why", title=f"policy {policy.version}")
+    table = Table("path", "action", "rule", "library", "why", title=f"policy {policy.version}")
     try:
         decisions = Sanitizer(policy, key).explain(data)
     except CioguardError as exc:
         raise typer.BadParameter(str(exc)) from None
     for decision in decisions:
-        table.add_row(decision.path, decision.action, decision.rule or "", decision.reason)
+        table.add_row(
+            decision.path, decision.action, decision.rule or "", decision.library, decision.reason
+        )
     console.print(table)
 
 

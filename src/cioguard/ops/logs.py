@@ -4,6 +4,10 @@ Only a fixed set of context fields is ever emitted (job id, kind, outcome, a pre
 person hash, status, error class, countdown); anything else a caller attaches is ignored. Log
 messages themselves are fixed text: no payload or raw id is ever formatted into them.
 
+E-mail addresses are redacted (``[REDACTED:email]``) from messages and error texts as a last
+line of defence: the default policy keeps e-mail addresses in payloads, so they are the personal
+data most likely to be formatted into a line by mistake.
+
 Exceptions: a record's exception is rendered as its class name (``exc_type``); its message is
 added (``error``) only for cioguard's own errors, whose text is PII-free by construction
 (errors.py). A third-party message (``customerio``'s carries the URL with the person id and the
@@ -23,6 +27,7 @@ import sys
 from datetime import UTC, datetime
 
 from cioguard.errors import CioguardError
+from cioguard.privacy.detectors import redact_emails
 
 CONTEXT_FIELDS = (
     "job_id",
@@ -170,7 +175,7 @@ def exception_fields(record: logging.LogRecord) -> dict[str, str]:
     exc_type, exc = record.exc_info[0], record.exc_info[1]
     fields = {"exc_type": exc_type.__name__}
     if isinstance(exc, CioguardError):
-        fields["error"] = str(exc)
+        fields["error"] = redact_emails(str(exc))
     return fields
 
 
@@ -182,7 +187,7 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact_emails(record.getMessage()),
         }
         entry.update(context(record))
         entry.update(exception_fields(record))
@@ -195,7 +200,8 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = " ".join(f"{k}={v}" for k, v in context(record).items())
         ts = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
-        line = f"{ts} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        message = redact_emails(record.getMessage())
+        line = f"{ts} {record.levelname:<7} {record.name}: {message}"
         exc = exception_fields(record)
         if exc:
             error = f": {exc['error']}" if "error" in exc else ""

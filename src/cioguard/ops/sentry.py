@@ -14,7 +14,8 @@ Layers, from the outside in (each one alone would leave a gap, see celery-pitfal
   message of every exception that is not cioguard's own (third-party text such as
   ``customerio``'s carries payloads; ours is PII-free by construction, errors.py); keeps only
   the template of log events from other libraries; then runs the sanitizer's value detectors
-  (cards, SSNs, IBANs, phones, secrets) over every human-readable string left.
+  (cards, SSNs, IBANs, phones, national ids, secrets) and an e-mail redactor over every
+  human-readable string left.
 
 Initialized from worker signals (``celeryd_init`` / ``worker_process_init``), early enough for
 the Celery integration to hook in (celery-pitfalls.md).
@@ -59,10 +60,10 @@ def release() -> str:
 
 
 def redact_text(value: Any) -> Any:
-    """``value`` with every detector hit in every string (at any depth) redacted."""
+    """``value`` with every detector hit and every e-mail address (at any depth) redacted."""
     if isinstance(value, str):
         spans = _scan(value)
-        return detectors.redact(value, spans) if spans else value
+        return detectors.redact_emails(detectors.redact(value, spans) if spans else value)
     if isinstance(value, dict):
         return {k: redact_text(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

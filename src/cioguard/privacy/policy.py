@@ -11,16 +11,21 @@ Policy file format::
     description = "..."           # optional, free text; not part of the version
     mode = "denylist"             # "denylist" (default) or "allowlist"
     allow = []                    # allowlist mode only: the top-level keys that may pass
-    detectors = ["card", "ssn", "iban", "phone", "secret"]  # omitted = all of them
+    detectors = ["card", "ssn", "iban", "phone", "national_id", "secret"]  # omitted = all
+    phone_region = "US"           # region for phone numbers written without +/00 (default US)
+    qualifiers = ["verified"]     # key endings that make token/stem matches not apply
 
     [[rules]]
     name = "secrets"              # optional; shown by explain(); default "rules[<index>]"
     keys = ["password", "api_key"]
-    match = "token"               # "exact" or "token" (required)
+    match = "token"               # "exact", "token" or "stem" (required)
     action = "drop"               # "drop", "hash", "redact" or "keep"
     descend = false               # drop/hash/redact: walk into mappings instead (see below)
     scan = true                   # keep only: false exempts the value from the detectors
     reason = "credentials"        # optional; shown by explain()
+    unless = ["passwordless"]     # optional; the rule does not apply to keys containing these
+    qualifiers = true             # false: the policy's qualifiers do not exempt keys from it
+    keep_inside = []              # descend only: nested keys that pass; others get the action
 
 Key matching. Keys in the data and in the rules are brought to one normal form by
 :func:`normalize_key`: camelCase, PascalCase, kebab-case, spaces, dots and upper case all become
@@ -28,6 +33,13 @@ snake_case, acronyms stay whole (``userSSN`` -> ``user_ssn``, ``APIKey`` -> ``ap
 digits split from letters (``address1`` -> ``address_1``). Then:
 
 - ``match = "exact"``: the normalized key equals a rule key (``EmailAddress`` = ``email_address``).
+- ``match = "stem"``: the rule key, glued (``phone_number`` -> ``phonenumber``), is a substring
+  of the glued key: catches ``phonenumber``, ``PassWord`` (``pass_word``), ``APIkey``
+  (``ap_ikey``) and ``userpassword``. For long, distinctive words only; ``unless`` lists the
+  words that contain a stem but mean something else (``passwordless``, ``secretary``).
+- In every kind, ``no``, ``nr``, ``num``, ``nbr``, ``nummer`` and ``numero`` are read as
+  ``number`` (``card_no`` = ``card_number``), and keys are folded first (NFKC, accents and
+  zero-width characters removed: ``Straße`` = ``strasse``, ``teléfono`` = ``telefono``).
 - ``match = "token"``: the rule key's words appear, in order and whole, inside the key's words;
   a plural ``s``/``es`` on a key word is ignored. ``password`` catches ``user_password``,
   ``passwordHash`` and ``passwords`` but not ``passwordless`` (one word); ``api_key`` catches
@@ -40,8 +52,10 @@ same match kind.
 
 ``descend``: a rule for ``address`` should redact ``"1 Main St"`` but not hide the ``city`` and
 ``zip`` of ``{"street": ..., "city": ..., "zip": ...}``. With ``descend = true`` a mapping under the
-key is walked (its own keys matched) instead of treated as a whole; scalars, including those in
-lists, still get the action.
+key is walked instead of treated as a whole: nested keys another rule matches get that rule,
+keys listed in ``keep_inside`` pass, and every other nested key gets the descending rule's
+action (an unknown ``{"recipient": "Ada"}`` inside an address is redacted, not kept); scalars,
+including those in lists, get the action.
 
 Allowlist mode ("minimum necessary data"): only top-level keys whose normalized form is in
 ``allow`` pass; rules still apply to them and to everything inside them. A policy whose ``allow``
@@ -63,7 +77,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import tomllib
 from collections.abc import Mapping
 from functools import cache
@@ -85,30 +98,30 @@ from pydantic import (
 
 from cioguard.errors import ConfigurationError
 from cioguard.privacy.detectors import DETECTOR_NAMES
+from cioguard.privacy.normalize import key_words, normalize_key
+from cioguard.privacy.phones import DEFAULT_REGION, known_region
 
 Action = Literal["drop", "hash", "redact", "keep"]
-MatchKind = Literal["exact", "token"]
+MatchKind = Literal["exact", "token", "stem"]
 Mode = Literal["denylist", "allowlist"]
 
 DEFAULT_POLICY_RESOURCE = "default_policy.toml"
 
-_ACRONYM_WORD = re.compile(r"([A-Z]+)([A-Z][a-z])")
-_LOWER_UPPER = re.compile(r"([a-z])([A-Z])")
-_LETTER_DIGIT = re.compile(r"([A-Za-z])([0-9])|([0-9])([A-Za-z])")
-_SEPARATORS = re.compile(r"[\W_]+")
+
+class KeyForms(NamedTuple):
+    """The forms a key is compared in: normalized, its words (``no`` -> ``number``), glued."""
+
+    normalized: str
+    words: tuple[str, ...]
+    glued: str
 
 
-def normalize_key(key: str) -> str:
-    """The snake_case normal form used to compare keys: ``creditCard`` -> ``credit_card``.
-
-    Note:
-        Word boundaries inside a word come from ASCII case and digit changes only; keys in
-        other scripts are lower-cased and split at separators but not at case changes.
-    """
-    key = _ACRONYM_WORD.sub(r"\1_\2", key)
-    key = _LOWER_UPPER.sub(r"\1_\2", key)
-    key = _LETTER_DIGIT.sub(lambda m: "_".join(g for g in m.groups() if g), key)
-    return _SEPARATORS.sub("_", key).strip("_").lower()
+def key_forms(key: str) -> KeyForms:
+    """``KeyForms`` of a raw or normalized key: ``Phone-No`` -> ``phone_no``, (phone, number),
+    ``phonenumber``."""
+    norm = normalize_key(key)
+    words = tuple(key_words(norm))
+    return KeyForms(norm, words, "".join(words))
 
 
 class Rule(BaseModel):
@@ -123,6 +136,9 @@ class Rule(BaseModel):
     descend: StrictBool = False
     scan: StrictBool = True
     reason: StrictStr = ""
+    unless: tuple[StrictStr, ...] = ()
+    qualifiers: StrictBool = True
+    keep_inside: tuple[StrictStr, ...] = ()
 
     @field_validator("keys")
     @classmethod
@@ -136,13 +152,33 @@ class Rule(BaseModel):
                 normalized.append(norm)
         return tuple(normalized)
 
+    @field_validator("unless", "keep_inside")
+    @classmethod
+    def _normalize_lists(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
+        normalized = tuple(dict.fromkeys(normalize_key(key) for key in keys))
+        if "" in normalized:
+            raise ValueError("an entry has no letters or digits")
+        return normalized
+
     @model_validator(mode="after")
     def _options_fit_action(self) -> Rule:
         if not self.scan and self.action != "keep":
             raise ValueError("scan = false applies only to action 'keep'")
         if self.descend and self.action == "keep":
             raise ValueError("descend applies only to drop, hash and redact ('keep' descends)")
+        if self.keep_inside and not self.descend:
+            raise ValueError("keep_inside applies only with descend = true")
         return self
+
+    def excepted(self, forms: KeyForms) -> bool:
+        """Whether one of the rule's ``unless`` phrases occurs in the key (glued, anywhere)."""
+        return any(phrase.replace("_", "") in forms.glued for phrase in self.unless)
+
+    def keeps_inside(self, forms: KeyForms) -> bool:
+        """Whether a nested key under this (descending) rule is one it lets pass."""
+        return any(
+            forms.normalized == k or forms.glued == k.replace("_", "") for k in self.keep_inside
+        )
 
 
 class RuleMatch(NamedTuple):
@@ -163,10 +199,15 @@ class Policy(BaseModel):
     mode: Mode = "denylist"
     allow: tuple[StrictStr, ...] = ()
     detectors: tuple[StrictStr, ...] = DETECTOR_NAMES
+    phone_region: StrictStr = DEFAULT_REGION
+    qualifiers: tuple[StrictStr, ...] = ()
     rules: tuple[Rule, ...] = ()
 
     _version: str = PrivateAttr("")
     _exact: dict[str, RuleMatch] = PrivateAttr(default_factory=dict)
+    _glued_exact: dict[str, RuleMatch] = PrivateAttr(default_factory=dict)
+    _stems: list[tuple[int, str, RuleMatch]] = PrivateAttr(default_factory=list)
+    _qualifier_words: tuple[tuple[str, ...], ...] = PrivateAttr(())
     _by_token: dict[str, list[tuple[int, tuple[str, ...], RuleMatch]]] = PrivateAttr(
         default_factory=dict
     )
@@ -189,6 +230,22 @@ class Policy(BaseModel):
         if "" in normalized:
             raise ValueError("an entry has no letters or digits")
         return tuple(dict.fromkeys(normalized))
+
+    @field_validator("phone_region")
+    @classmethod
+    def _known_region(cls, region: str) -> str:
+        known = known_region(region)
+        if known is None:
+            raise ValueError(f"{region!r} is not a region code libphonenumber knows (e.g. 'US')")
+        return known
+
+    @field_validator("qualifiers")
+    @classmethod
+    def _normalize_qualifiers(cls, qualifiers: tuple[str, ...]) -> tuple[str, ...]:
+        normalized = tuple(dict.fromkeys(normalize_key(key) for key in qualifiers))
+        if "" in normalized:
+            raise ValueError("an entry has no letters or digits")
+        return normalized
 
     @field_validator("detectors")
     @classmethod
@@ -221,14 +278,18 @@ class Policy(BaseModel):
                             f"{_label(index, rule)}: exact key {key!r} is also in rule {other}"
                         )
                     self._exact[key] = entry
+                    self._glued_exact.setdefault("".join(key_words(key)), entry)
+                elif rule.match == "stem":
+                    self._stems.append((index, "".join(key_words(key)), entry))
                 else:
-                    words = tuple(key.split("_"))
+                    words = tuple(key_words(key))
                     bucket = self._by_token.setdefault(words[0], [])
-                    if any(w == words for _, w, _ in bucket):
+                    if any(e.via == key for _, _, e in bucket):
                         raise ValueError(
                             f"{_label(index, rule)}: token key {key!r} is in two rules"
                         )
                     bucket.append((index, words, entry))
+        self._qualifier_words = tuple(tuple(key_words(q)) for q in self.qualifiers)
         for key in self.allow:
             found = self.match(key)
             if found and found.rule.action == "drop" and not found.rule.descend:
@@ -253,23 +314,36 @@ class Policy(BaseModel):
         return self._version
 
     def match(self, key: str) -> RuleMatch | None:
-        """The rule that governs ``key`` (raw or normalized), or None if no rule matches."""
-        norm = normalize_key(key)
-        exact = self._exact.get(norm)
+        """The rule that governs ``key`` (raw or normalized), or None if no rule matches.
+
+        Order: an exact key (normalized, or glued: ``phonenumber`` = ``phone_number``) beats
+        everything; then token and stem rules, the first in the file winning. A token or stem
+        match is skipped when one of its rule's ``unless`` phrases is in the key, or when the
+        key ends in one of the policy's ``qualifiers`` (``password_last_changed``,
+        ``phone_verified_at``: data *about* the field, still scanned by the detectors).
+        """
+        forms = key_forms(key)
+        exact = self._exact.get(forms.normalized) or self._glued_exact.get(forms.glued)
         if exact is not None:
             return exact
-        words = norm.split("_")
-        best: tuple[int, RuleMatch] | None = None
+        words = list(forms.words)
+        qualified = any(
+            len(q) < len(words) and tuple(words[-len(q) :]) == q for q in self._qualifier_words
+        )
+        candidates: list[tuple[int, RuleMatch]] = []
         for start, word in enumerate(words):
-            candidates = self._by_token.get(word, [])
+            found = self._by_token.get(word, [])
             if word.endswith("s") and len(word) > 3:
-                candidates = candidates + self._by_token.get(word[:-1], [])
+                found = found + self._by_token.get(word[:-1], [])
                 if word.endswith("es"):
-                    candidates = candidates + self._by_token.get(word[:-2], [])
-            for index, phrase, entry in candidates:
-                if (best is None or index < best[0]) and _words_at(words, start, phrase):
-                    best = (index, entry)
-        return None if best is None else best[1]
+                    found = found + self._by_token.get(word[:-2], [])
+            candidates += [(i, e) for i, phrase, e in found if _words_at(words, start, phrase)]
+        candidates += [(i, e) for i, stem, e in self._stems if stem in forms.glued]
+        for _, entry in sorted(candidates, key=lambda c: c[0]):
+            if entry.rule.excepted(forms) or (qualified and entry.rule.qualifiers):
+                continue
+            return entry
+        return None
 
 
 def _label(index: int, rule: Rule) -> str:

@@ -49,7 +49,8 @@ from typing import Any, Final, Literal
 from cioguard.errors import ConfigurationError, InvalidInputError, InvalidTypeError
 from cioguard.privacy import detectors
 from cioguard.privacy.hashing import value_hash
-from cioguard.privacy.policy import Policy, Rule, RuleMatch, normalize_key
+from cioguard.privacy.phones import known_region
+from cioguard.privacy.policy import KeyForms, Policy, Rule, RuleMatch, key_forms
 
 DecisionAction = Literal["keep", "drop", "hash", "redact", "allowlist-drop", "detector-redact"]
 
@@ -60,6 +61,10 @@ MAX_VALUE_BYTES: Final = 1000
 MAX_DEPTH: Final = 32
 
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
+_SEGMENT = re.compile(r'\.?([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*+")\]')
+_POLICY = "policy"
+_KEEP_INSIDE = "policy (keep_inside)"
+_COUNTRY_KEYS = ("country", "country_code", "countryCode", "Country", "CountryCode")
 _HASH_SHAPE = re.compile(r"[0-9a-f]{64}")
 _KEY_CACHE_SIZE = 4096
 
@@ -72,6 +77,7 @@ class Decision:
     action: DecisionAction
     rule: str | None
     reason: str
+    library: str = ""  # what decided: "policy (<match kind>)" or the detector's library
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +86,13 @@ class _Call:
 
     log: list[Decision] | None
     hash_text: Callable[[str], str]
+    region: str | None  # the phone detector's hint, from the profile's country
 
 
 @dataclass(frozen=True, slots=True)
 class _Key:
     match: RuleMatch | None
-    normalized: str
+    forms: KeyForms
     segment: str  # ".name" or '["odd name"]', to append to the parent path
 
 
@@ -102,7 +109,9 @@ class Sanitizer:
             raise ConfigurationError("the sanitizer's hash key must be non-empty bytes")
         self.policy = policy
         self._hash_key = hash_key
-        self._scan = detectors.scanner(policy.detectors) if policy.detectors else None
+        self._scan = (
+            detectors.scanner(policy.detectors, policy.phone_region) if policy.detectors else None
+        )
         self._cards_in_ints = "card" in policy.detectors
         self._allow = frozenset(policy.allow) if policy.mode == "allowlist" else None
         self._keys: dict[str, _Key] = {}
@@ -130,7 +139,7 @@ class Sanitizer:
         """
         if not isinstance(attributes, Mapping):
             raise InvalidTypeError(f"attributes must be a mapping, not {type(attributes).__name__}")
-        call = _Call(None, self._hash if rehash else self._hash_once)
+        call = _Call(None, self._hash if rehash else self._hash_once, _region(attributes))
         clean = self._mapping(attributes, "", False, True, 0, call)
         if enforce_limits:
             check_limits(clean)
@@ -141,8 +150,33 @@ class Sanitizer:
         if not isinstance(attributes, Mapping):
             raise InvalidTypeError(f"attributes must be a mapping, not {type(attributes).__name__}")
         log: list[Decision] = []
-        self._mapping(attributes, "", False, True, 0, _Call(log, self._hash))
+        self._mapping(attributes, "", False, True, 0, _Call(log, self._hash, _region(attributes)))
         return log
+
+    def safe_path(self, path: str) -> str:
+        """``path`` for an error message: the top-level name, then list positions and keyed
+        hashes of the keys (``friends[#1c0f3a9e].age``), never key text past the top level.
+
+        Keys below the top level are data as often as names (``friends["bob@example.com"]``);
+        the keyed hash still lets whoever holds the hash key find the key they suspect.
+        """
+        parts: list[str] = []
+        pos = 0
+        while pos < len(path):
+            found = _SEGMENT.match(path, pos)
+            if found is None:  # cannot happen for paths the walk builds; hide the rest
+                parts.append("[...]")
+                break
+            name, index, quoted = found.groups()
+            if index is not None:
+                parts.append(f"[{index}]")
+            elif not parts:
+                parts.append(name if name is not None else f"[{quoted}]")
+            else:
+                key = name if name is not None else json.loads(quoted)
+                parts.append(f"[#{value_hash(self._hash_key, key)[:8]}]")
+            pos = found.end()
+        return "".join(parts)
 
     def _hash(self, text: str) -> str:
         return value_hash(self._hash_key, text)
@@ -156,7 +190,7 @@ class Sanitizer:
         found = self._keys.get(key)
         if found is None:
             segment = f".{key}" if _PLAIN_NAME.match(key) else f"[{json.dumps(key)}]"
-            found = _Key(self.policy.match(key), normalize_key(key), segment)
+            found = _Key(self.policy.match(key), key_forms(key), segment)
             if len(self._keys) >= _KEY_CACHE_SIZE:
                 self._keys.clear()
             self._keys[key] = found
@@ -170,42 +204,59 @@ class Sanitizer:
         scan: bool,
         depth: int,
         call: _Call,
+        within: Rule | None = None,
     ) -> dict[str, Any]:
         if depth > MAX_DEPTH:
-            raise InvalidInputError(f"{path or 'attributes'} is nested deeper than {MAX_DEPTH}")
+            where = self.safe_path(path) or "attributes"
+            raise InvalidInputError(f"{where} is nested deeper than {MAX_DEPTH}")
         log = call.log
         out: dict[str, Any] = {}
         for key, value in data.items():
             if type(key) is not str:
-                where = f"at {path}" if path else "at the top level"
+                where = f"at {self.safe_path(path)}" if path else "at the top level"
                 raise InvalidTypeError(f"a key {where} is a {type(key).__name__}, not a str")
             info = self._key(key)
             child = path + info.segment if path else info.segment.removeprefix(".")
-            if depth == 0 and self._allow is not None and info.normalized not in self._allow:
+            normalized = info.forms.normalized
+            if depth == 0 and self._allow is not None and normalized not in self._allow:
                 if log is not None:
                     log.append(Decision(child, "allowlist-drop", "allow", "not in allow"))
                 continue
             match = info.match
+            if match is None and within is not None:
+                if within.keeps_inside(info.forms):
+                    if log is not None:
+                        why = f"{normalized!r} is in keep_inside of {within.name}"
+                        log.append(Decision(child, "keep", within.name, why, _KEEP_INSIDE))
+                    out[key] = self._value(value, child, hashing, scan, depth, call)
+                    continue
+                match = RuleMatch(within, "", "token")
             if match is None or (hashing and match.rule.action in ("keep", "hash")):
                 if log is not None and not hashing:
                     log.append(Decision(child, "keep", None, "no rule matches this key"))
                 out[key] = self._value(value, child, hashing, scan, depth, call)
                 continue
             rule = match.rule
-            reason = f"{info.normalized!r} matches {match.kind} key {match.via!r}"
+            if match.via:
+                reason = f"{normalized!r} matches {match.kind} key {match.via!r}"
+            else:
+                reason = f"{normalized!r} is not a key {rule.name} lets pass inside it"
             if rule.reason:
                 reason += f" ({rule.reason})"
+            library = f"policy ({match.kind})"
             if rule.action == "keep":
                 if log is not None:
-                    log.append(Decision(child, "keep", rule.name, reason))
+                    log.append(Decision(child, "keep", rule.name, reason, library))
                 out[key] = self._value(value, child, hashing, rule.scan, depth, call)
             elif rule.descend and isinstance(value, Mapping | list | tuple):
                 if log is not None:
-                    log.append(Decision(child, "keep", rule.name, reason + "; walked into"))
+                    log.append(
+                        Decision(child, "keep", rule.name, reason + "; walked into", library)
+                    )
                 out[key] = self._descend(value, child, rule, hashing, scan, depth + 1, call)
             else:
                 if log is not None:
-                    log.append(Decision(child, rule.action, rule.name, reason))
+                    log.append(Decision(child, rule.action, rule.name, reason, library))
                 if rule.action == "redact":
                     out[key] = REDACTED
                 elif rule.action == "hash":
@@ -224,9 +275,9 @@ class Sanitizer:
     ) -> Any:
         log = call.log
         if isinstance(value, Mapping):
-            return self._mapping(value, path, hashing, scan, depth, call)
+            return self._mapping(value, path, hashing, scan, depth, call, rule)
         if depth > MAX_DEPTH:
-            raise InvalidInputError(f"{path} is nested deeper than {MAX_DEPTH}")
+            raise InvalidInputError(f"{self.safe_path(path)} is nested deeper than {MAX_DEPTH}")
         out: list[Any] = []
         for index, item in enumerate(value):
             where = f"{path}[{index}]"
@@ -234,7 +285,8 @@ class Sanitizer:
                 out.append(self._descend(item, where, rule, hashing, scan, depth + 1, call))
                 continue
             if log is not None:
-                log.append(Decision(where, rule.action, rule.name, "list item under the key"))
+                why = "list item under the key"
+                log.append(Decision(where, rule.action, rule.name, why, _POLICY))
             if rule.action == "redact":
                 out.append(REDACTED)
             elif rule.action == "hash":
@@ -256,7 +308,7 @@ class Sanitizer:
             if hashing:
                 return call.hash_text(value)
             if scan and self._scan is not None:
-                spans = self._scan(value)
+                spans = self._scan(value, call.region)
                 if spans:
                     if log is not None:
                         _log_spans(log, path, spans)
@@ -277,14 +329,16 @@ class Sanitizer:
             ):
                 if log is not None:
                     reason = "the number is a valid card number"
-                    log.append(Decision(path, "detector-redact", "detector:card", reason))
+                    library = detectors.LIBRARIES["card"]
+                    log.append(Decision(path, "detector-redact", "detector:card", reason, library))
                 return "[REDACTED:card]"
             return value
         if isinstance(value, Mapping):
             return self._mapping(value, path, hashing, scan, depth + 1, call)
         if isinstance(value, list | tuple):
             if depth > MAX_DEPTH:
-                raise InvalidInputError(f"{path} is nested deeper than {MAX_DEPTH}")
+                where = self.safe_path(path)
+                raise InvalidInputError(f"{where} is nested deeper than {MAX_DEPTH}")
             return [
                 self._value(item, f"{path}[{index}]", hashing, scan, depth + 1, call)
                 for index, item in enumerate(value)
@@ -294,13 +348,24 @@ class Sanitizer:
         if isinstance(value, int | float):
             plain = int(value) if isinstance(value, int) else float(value)
             return self._value(plain, path, hashing, scan, depth, call)
-        raise InvalidTypeError(f"{path} holds a {kind.__name__}, which is not JSON data")
+        where = self.safe_path(path)
+        raise InvalidTypeError(f"{where} holds a {kind.__name__}, which is not JSON data")
+
+
+def _region(attributes: Mapping[str, Any]) -> str | None:
+    """The phone region the profile names (a top-level ``country`` attribute), if any."""
+    for key in _COUNTRY_KEYS:
+        region = known_region(attributes.get(key))
+        if region is not None:
+            return region
+    return None
 
 
 def _log_spans(log: list[Decision], path: str, spans: list[detectors.Span]) -> None:
     for name, count in Counter(span.detector for span in spans).items():
         reason = f"{count} {name} match(es) replaced in the text"
-        log.append(Decision(path, "detector-redact", f"detector:{name}", reason))
+        library = detectors.LIBRARIES[name]
+        log.append(Decision(path, "detector-redact", f"detector:{name}", reason, library))
 
 
 def _shown(name: str) -> str:
