@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from importlib.metadata import version
 from typing import Final
 
 import phonenumbers
 
-LIBRARY: Final = f"phonenumbers {version('phonenumbers')}"
+# the module's own version: the same whether the full or the "lite" distribution installed it
+LIBRARY: Final = f"phonenumbers {phonenumbers.__version__}"
 DEFAULT_REGION: Final = "US"
 
 _ITEM = r"(?:\(\d{1,5}\)|\d)"
