@@ -38,7 +38,7 @@ def test_version() -> None:
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["--bogus"], "cioguard: cioguard: No such option: --bogus (see cioguard --help)"),
+        (["--bogus"], "cioguard: No such option: --bogus (see cioguard --help)"),
         (["dead-letters", "list", "--bogus"], "cioguard dead-letters list: No such option"),
         (["dead-letters", "list", "--format", "xml"],
          "invalid value for --format: expected one of table, json, csv"),

@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:
             typer.echo(exc.ctx.get_help())  # `cioguard` or `cioguard keys` alone: the help
             sys.exit(EXIT_USAGE)
-        err.print(f"cioguard: {usage_message(exc)}", highlight=False, soft_wrap=True)
+        err.print(usage_message(exc), highlight=False, soft_wrap=True)
         sys.exit(EXIT_USAGE)
     except typer.Abort:
         sys.exit(130)

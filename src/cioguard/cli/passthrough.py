@@ -29,7 +29,7 @@ _HELP = ("--help", "-h")
 
 
 def _usage_error(command: str, problem: str) -> NoReturn:
-    err.print(f"cioguard: {command}: {problem} (see {command} --help)", highlight=False)
+    err.print(f"{command}: {problem} (see {command} --help)", highlight=False)
     raise typer.Exit(EXIT_USAGE)
 
 
@@ -49,7 +49,7 @@ def checked_worker_args(args: Sequence[str]) -> list[str]:
     try:
         worker_command.make_context(name, list(args), obj=obj)
     except click.UsageError as exc:  # Celery's Click, not Typer's vendored one
-        err.print(f"cioguard: {usage_message(exc)}", highlight=False, soft_wrap=True)
+        err.print(usage_message(exc), highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_USAGE) from None
     return list(args)
 
