@@ -35,23 +35,25 @@ class DropOneReplyProxy:
             threading.Thread(target=self._pump_up, args=(client, upstream), daemon=True).start()
             threading.Thread(target=self._pump_down, args=(upstream, client), daemon=True).start()
 
-    def _should_drop(self, data: bytes) -> bool:
+    def _should_drop(self, seen: bytes) -> bool:
         with self._lock:
-            if self.drops_left > 0 and self._marker in data:
+            if self.drops_left > 0 and self._marker in seen:
                 self.drops_left -= 1
+                self.dropped += 1  # counted now: the reply can no longer come back
                 return True
             return False
 
     def _pump_up(self, client: socket.socket, upstream: socket.socket) -> None:
+        tail = b""  # the marker may arrive split across two reads
         with contextlib.suppress(OSError):
             while data := client.recv(65536):
-                drop = self._should_drop(data)
+                drop = self._should_drop(tail + data)
+                tail = data[-len(self._marker) :]
                 if drop:
                     upstream.shutdown(socket.SHUT_RD)  # Redis runs it; nothing comes back
                 upstream.sendall(data)
                 if drop:
                     time.sleep(0.3)
-                    self.dropped += 1
                     break
         for sock in (client, upstream):
             with contextlib.suppress(OSError):
