@@ -318,6 +318,13 @@ def test_merge_unions_overlapping_spans() -> None:
     assert merge(spans) == [Span(0, 10, "card"), Span(12, 14, "ssn")]
 
 
+def test_of_spans_starting_together_the_longest_names_the_merge() -> None:
+    assert merge([Span(0, 14, "national_id"), Span(0, 19, "card")]) == [Span(0, 19, "card")]
+    # a Visa number whose first twelve digits are also a valid Aadhaar number (Verhoeff)
+    text = "card 4958 4894 8637 0751"
+    assert redact(text, find_all(text)) == "card [REDACTED:card]"
+
+
 def test_scanner_runs_only_the_named_detectors() -> None:
     text = "card 4111111111111111 ssn 219-09-9999"
     assert [s.detector for s in scanner(["ssn"])(text)] == ["ssn"]

@@ -296,9 +296,13 @@ LIBRARIES: Final[Mapping[str, str]] = {
 
 
 def merge(spans: Iterable[Span]) -> list[Span]:
-    """Sorted, non-overlapping spans; where two overlap, the earlier one absorbs the later."""
+    """Sorted, non-overlapping spans; where two overlap, the earlier one absorbs the later.
+
+    Of spans starting at the same place the longest comes first, so its detector names the
+    merged span (a card whose first twelve digits also pass as an Aadhaar number is a card).
+    """
     merged: list[Span] = []
-    for span in sorted(spans):
+    for span in sorted(spans, key=lambda s: (s.start, -s.end, s.detector)):
         if merged and span.start < merged[-1].end:
             last = merged[-1]
             merged[-1] = Span(last.start, max(last.end, span.end), last.detector)
