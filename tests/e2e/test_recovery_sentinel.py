@@ -14,6 +14,9 @@ and, on the first reconnect that failed (no master promoted yet), switched to on
 kombu's own transport (``Connection.switch`` takes the transport from the URL scheme): the worker
 then consumed with stock BRPOP, no reliable channel swept the old channel's messages, and they
 stayed unacknowledged until the visibility timeout. The in-flight registry check below fails then.
+A second cause of the same symptom: Celery clears its event loop's timer on a lost connection,
+which stopped celery-batches' flush timer for good, so the last messages of a buffer that never
+filled again were never run (see ``cioguard.broker.batches`` and its test in test_recovery.py).
 """
 
 from __future__ import annotations
