@@ -168,3 +168,25 @@ def test_after_a_dropped_broker_connection_a_batch_that_never_fills_is_still_del
     wait_until(lambda: final_count(producer.audit) >= 6, timeout_s=DEADLINE_S, what="every job")
     _report("a dropped broker connection, 3 + 3 jobs final", time.monotonic() - dropped_at)
     _assert_all_once(producer, first + then)
+
+
+def test_a_dropped_pub_sub_connection_does_not_freeze_the_worker(
+    producer: Producer,
+    start_worker: Callable[..., WorkerProcess],
+    redis_url: str,
+) -> None:
+    """The event loop's connections reconnect through kombu, never inside redis-py.
+
+    redis-py retries a failed read once after reconnecting; kombu's pub/sub connection (Celery's
+    broadcast commands) does not re-subscribe then, so the retried read, which has no timeout,
+    waited for good and froze the worker's event loop whenever Redis (or, after a Sentinel
+    failover, the new master) answered the reconnect: here, only the pub/sub clients are dropped.
+    """
+    start_worker(concurrency=1)
+    broker = redis.Redis.from_url(redis_url)
+    assert broker.client_kill_filter(_type="pubsub", skipme=True) > 0  # the worker's
+    dropped_at = time.monotonic()
+    jobs = [producer.identify(f"p-{i}", {"email": f"p{i}@example.com"}) for i in range(3)]
+    wait_until(lambda: final_count(producer.audit) >= 3, timeout_s=DEADLINE_S, what="every job")
+    _report("a dropped pub/sub connection, 3 jobs final", time.monotonic() - dropped_at)
+    _assert_all_once(producer, jobs)

@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -159,6 +160,15 @@ def _track_when_the_broker_answers(producer: Producer, n: int) -> str:
             time.sleep(0.5)
 
 
+def _dump_stacks(workers: list[WorkerProcess]) -> None:
+    """On a failure, have each live worker write its threads' stacks to its log (Celery's
+    SIGUSR1 handler), to see where a stalled event loop waits."""
+    for worker in workers:
+        if worker._proc is not None and worker._proc.poll() is None:
+            os.kill(worker._proc.pid, signal.SIGUSR1)
+    time.sleep(2)
+
+
 def _diagnose(group: Group, producer: Producer) -> None:
     """What is where when jobs are missing (job ids and message headers only, no payloads)."""
     new = redis.Redis(port=group.replica_port)
@@ -198,6 +208,7 @@ def test_a_sentinel_failover_loses_no_job_and_the_worker_follows_the_new_master(
 ) -> None:
     producer = Producer(settings_from({**env, "CIOGUARD_BROKER_URL": group.url}))
     producer.audit.migrate()
+    started: list[WorkerProcess] = []
     bucket = "cioguard:rl:track:bucket"  # the worker's limiter bucket (CIOGUARD_API=track)
     try:
         cio.control.configure(latency_ms=1500)  # deliveries are under way when the master dies
@@ -205,6 +216,7 @@ def test_a_sentinel_failover_loses_no_job_and_the_worker_follows_the_new_master(
         before = [producer.identify(f"s-{i}", {"email": f"s{i}@example.com"}) for i in range(count)]
         assert not producer.tombstones.is_erased("0" * 64)  # its client now knows the old master
         worker = start_worker(concurrency=2, CIOGUARD_BROKER_URL=group.url)
+        started.append(worker)
         wait_until(lambda: final_count(producer.audit) >= 60, what="some deliveries")
         replica = redis.Redis(port=group.replica_port)
         master = redis.Redis(port=group.master_port)
@@ -246,6 +258,9 @@ def test_a_sentinel_failover_loses_no_job_and_the_worker_follows_the_new_master(
         assert {r["outcome"] for r in rows} == {"delivered"}
         assert replica.exists(bucket)  # the worker's limiter followed the failover
         assert worker._proc is not None and worker._proc.poll() is None  # reconnected, alive
+    except AssertionError:
+        _dump_stacks(started)
+        raise
     finally:
         producer.audit.dispose()
         producer.celery.close()

@@ -49,6 +49,8 @@ from queue import Empty
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 # kombu's transport internals carry no type hints; they are used (and subclassed) as Any.
@@ -167,6 +169,20 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
     @property
     def token(self) -> str:
         return self._token
+
+    def _subscribe(self) -> None:
+        """kombu's subscribe, on a pub/sub connection that never retries inside redis-py.
+
+        redis-py retries a failed read once after reconnecting. kombu set this connection up
+        itself, so redis-py does not re-subscribe it then, and the retried read waits, without a
+        timeout, for a message that never comes: whenever Redis (or, after a Sentinel failover,
+        the new master) answered the reconnect, the worker's event loop froze for good. Without
+        the retry the error reaches kombu, and Celery reconnects and re-subscribes everything.
+        """
+        super()._subscribe()
+        connection = self.subclient.connection
+        if connection is not None:
+            connection.retry = Retry(NoBackoff(), 0)
 
     @property
     def owned_key(self) -> str:
