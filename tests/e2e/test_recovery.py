@@ -143,3 +143,50 @@ def test_a_lost_reply_to_the_claim_loses_and_strands_nothing(
     finally:
         proxy.close()
     _assert_all_once(producer, jobs)
+
+
+def test_after_a_dropped_broker_connection_a_batch_that_never_fills_is_still_delivered(
+    producer: Producer,
+    start_worker: Callable[..., WorkerProcess],
+    redis_url: str,
+) -> None:
+    """A reconnect restarts the batch buffers and their flush timer (see cioguard.broker.batches).
+
+    Celery clears its event loop's timer when the connection drops. Without the restart, a
+    buffer that never fills (3 jobs here, ``flush_every`` is 100) is never flushed again: neither
+    the jobs buffered when the connection dropped nor those received after. The linger is the
+    longest allowed (5 s) so the connection drops while the buffered jobs wait for their flush.
+    """
+    start_worker(concurrency=1, CIOGUARD_BATCH_LINGER_S=5)
+    broker = redis.Redis.from_url(redis_url)
+    first = [producer.identify(f"d-{i}", {"email": f"d{i}@example.com"}) for i in range(3)]
+    wait_until(lambda: broker.hlen("unacked") == 3, what="the first jobs buffered")
+    assert final_count(producer.audit) == 0  # still in the buffer: the flush is seconds away
+    assert broker.client_kill_filter(_type="normal", skipme=True) > 0  # the worker's too
+    dropped_at = time.monotonic()
+    then = [producer.identify(f"e-{i}", {"email": f"e{i}@example.com"}) for i in range(3)]
+    wait_until(lambda: final_count(producer.audit) >= 6, timeout_s=DEADLINE_S, what="every job")
+    _report("a dropped broker connection, 3 + 3 jobs final", time.monotonic() - dropped_at)
+    _assert_all_once(producer, first + then)
+
+
+def test_a_dropped_pub_sub_connection_does_not_freeze_the_worker(
+    producer: Producer,
+    start_worker: Callable[..., WorkerProcess],
+    redis_url: str,
+) -> None:
+    """The event loop's connections reconnect through kombu, never inside redis-py.
+
+    redis-py retries a failed read once after reconnecting; kombu's pub/sub connection (Celery's
+    broadcast commands) does not re-subscribe then, so the retried read, which has no timeout,
+    waited for good and froze the worker's event loop whenever Redis (or, after a Sentinel
+    failover, the new master) answered the reconnect: here, only the pub/sub clients are dropped.
+    """
+    start_worker(concurrency=1)
+    broker = redis.Redis.from_url(redis_url)
+    assert broker.client_kill_filter(_type="pubsub", skipme=True) > 0  # the worker's
+    dropped_at = time.monotonic()
+    jobs = [producer.identify(f"p-{i}", {"email": f"p{i}@example.com"}) for i in range(3)]
+    wait_until(lambda: final_count(producer.audit) >= 3, timeout_s=DEADLINE_S, what="every job")
+    _report("a dropped pub/sub connection, 3 jobs final", time.monotonic() - dropped_at)
+    _assert_all_once(producer, jobs)

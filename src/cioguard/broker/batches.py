@@ -17,17 +17,29 @@ If the hand-back itself fails (Redis unreachable, or at ``maxmemory``), the mess
 unacknowledged and owned by this worker: handed back by :mod:`cioguard.broker.ownership` if the
 worker dies, else after the visibility timeout: late, never lost. A batch's acknowledgements
 reach Redis in one round trip (:func:`cioguard.broker.transport.acks_in_one_round_trip`).
+
+After a lost broker connection (a Redis restart, a Sentinel failover) the consumer restarts on a
+new connection, and :class:`ForgetBuffersOnRestart` empties the buffers of the old one. Without
+it the worker stalls: Celery's event loop clears its timer when the connection drops, which drops
+celery-batches' flush timer without resetting its handle, so the timer never starts again and a
+buffer is flushed only when it fills: the last messages (fewer than ``flush_every``) wait in it
+for good, owned by a live consumer, so neither the ownership sweep nor (for 900 s) the visibility
+timeout hands them back. The buffered messages belong to the old channel (Celery drops its own
+reserved requests on restart for that reason); its close, or the ownership sweep of its token,
+hands them back to the queue, so dropping them loses nothing.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Sequence
+from itertools import count
 from time import monotonic
 from typing import Any
 
+from celery import bootsteps
 from celery.worker.request import Request
-from celery_batches import Batches, SimpleRequest
+from celery_batches import Batches, SimpleRequest, consume_queue
 from celery_batches.trace import apply_batches_task
 
 from cioguard.broker.transport import acks_in_one_round_trip
@@ -77,6 +89,35 @@ class ReportingBatches(Batches):  # type: ignore[misc]
             callback=on_return,
             error_callback=on_error,
         )
+
+    def forget_buffers(self) -> int:
+        """Empty the buffers and forget the flush timer (see the module docstring); returns how
+        many requests were dropped."""
+        dropped = len(list(consume_queue(self._buffer))) + len(list(consume_queue(self._pending)))
+        tref: Any = getattr(self, "_tref", None)
+        self._tref = None
+        if tref is not None:
+            tref.cancel()
+        self._count = count(1)
+        return dropped
+
+
+class ForgetBuffersOnRestart(bootsteps.StartStopStep):  # type: ignore[misc]
+    """A consumer step: each time the consumer (re)starts, before it consumes, every batching
+    task forgets what it buffered from the previous connection (see the module docstring)."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, c: Any) -> None:
+        dropped = 0
+        for task in c.app.tasks.values():
+            if isinstance(task, ReportingBatches):
+                dropped += task.forget_buffers()
+        if dropped:
+            log.warning(
+                "dropped %d buffered messages of the lost connection: they go back to the queue",
+                dropped,
+            )
 
 
 def _acknowledge_now(req: Request) -> None:

@@ -89,11 +89,16 @@ def build_celery(settings: Settings, name: str = "cioguard") -> Celery:
 
 
 def _sentinel(broker_url: str) -> tuple[str, dict[str, Any]]:
-    """kombu takes the sentinels' URL without a query, and the master's name as an option."""
+    """kombu takes one sentinel's URL, and the master's name and every sentinel as options
+    (never ``;``-separated alternates: a failover to one would drop cioguard's transport)."""
     if urlsplit(broker_url).scheme != "sentinel":
         return broker_url, {}
     parts = sentinel_parts(broker_url)
-    options = {"master_name": parts.master_name, "sentinel_kwargs": {"socket_timeout": 3}}
+    options = {
+        "master_name": parts.master_name,
+        "sentinels": [[host, port] for host, port in parts.sentinels],
+        "sentinel_kwargs": {"socket_timeout": 3},
+    }
     return parts.kombu_url, options
 
 

@@ -34,7 +34,9 @@ class SentinelParts:
     db: int
     password: str | None
     kombu_url: str
-    """The URL without the query, as kombu takes it (``master_name`` goes in transport options)."""
+    """The first sentinel's URL without the query, as kombu takes it: the master's name and every
+    sentinel go in transport options (see :class:`cioguard.broker.transport.SentinelTransport`
+    for why kombu never sees the other sentinels' URLs)."""
 
 
 def sentinel_parts(url: str) -> SentinelParts:
@@ -58,7 +60,7 @@ def sentinel_parts(url: str) -> SentinelParts:
     path = first.path.strip("/")
     if path and not path.isdigit():
         raise ValueError("the database of a sentinel URL must be a number")
-    kombu_url = ";".join(p.split("?", 1)[0] for p in pieces)
+    kombu_url = pieces[0].split("?", 1)[0]
     password = unquote(first.password) if first.password else None
     return SentinelParts(sentinels, master_name, int(path or 0), password, kombu_url)
 

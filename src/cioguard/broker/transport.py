@@ -48,6 +48,11 @@ from importlib.resources import files
 from queue import Empty
 from typing import Any
 
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
 # kombu's transport internals carry no type hints; they are used (and subclassed) as Any.
 kombu_redis: Any = importlib.import_module("kombu.transport.redis")
 virtual: Any = importlib.import_module("kombu.transport.virtual")
@@ -164,6 +169,20 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
     @property
     def token(self) -> str:
         return self._token
+
+    def _subscribe(self) -> None:
+        """kombu's subscribe, on a pub/sub connection that never retries inside redis-py.
+
+        redis-py retries a failed read once after reconnecting. kombu set this connection up
+        itself, so redis-py does not re-subscribe it then, and the retried read waits, without a
+        timeout, for a message that never comes: whenever Redis (or, after a Sentinel failover,
+        the new master) answered the reconnect, the worker's event loop froze for good. Without
+        the retry the error reaches kombu, and Celery reconnects and re-subscribes everything.
+        """
+        super()._subscribe()
+        connection = self.subclient.connection
+        if connection is not None:
+            connection.retry = Retry(NoBackoff(), 0)
 
     @property
     def owned_key(self) -> str:
@@ -378,12 +397,49 @@ class Transport(_LoopAliveMixin, kombu_redis.Transport):  # type: ignore[misc]
 
 
 class ReliableSentinelChannel(ReliableChannel, kombu_redis.SentinelChannel):  # type: ignore[misc]
-    """The reliable channel on a master found through Redis Sentinel (kombu's pool logic)."""
+    """The reliable channel on a master found through Redis Sentinel.
 
+    The sentinels come from the ``sentinels`` transport option (``[[host, port], ...]``), not
+    from a ``;``-separated URL: kombu takes such a URL's later parts for failover alternates, and
+    its ``Connection.switch`` to one of them sets the transport from that URL's scheme, so the
+    first reconnect that fails (the master is gone, no replica promoted yet) swaps this channel
+    for kombu's own Sentinel channel (BRPOP, no in-flight lists, no heartbeat: the messages this
+    channel owned then stay unacknowledged until the visibility timeout). Rotating between
+    sentinels is needless anyway: every connect asks all of them for the current master.
+    """
+
+    sentinels: list[list[Any]] | None = None
     from_transport_options = (
         *kombu_redis.SentinelChannel.from_transport_options,
         "inflight_stale_after",
+        "sentinels",
     )
+
+    def _sentinel_managed_pool(self, asynchronous: bool = False) -> Any:
+        """kombu's pool on the master that ``sentinels`` name (kombu's own if the option is not
+        set); redis-py re-asks them for the master on every reconnect."""
+        if not self.sentinels:
+            return super()._sentinel_managed_pool(asynchronous)
+        params = {
+            k: v for k, v in self._connparams(asynchronous).items() if k not in ("host", "port")
+        }
+        manager = Sentinel(  # type: ignore[no-untyped-call]
+            [(str(host), int(port)) for host, port in self.sentinels],
+            min_other_sentinels=getattr(self, "min_other_sentinels", 0),
+            sentinel_kwargs=getattr(self, "sentinel_kwargs", None),
+            **params,
+        )
+        if asynchronous:
+            self._async_sentinel_manager = manager  # closed by kombu's _disconnect_pools
+        else:
+            self._sentinel_manager = manager
+        if self.master_name is None:
+            raise ValueError("'master_name' transport option must be specified.")
+        auth = {k: params[k] for k in ("username", "password") if k in params}
+        master: redis.Redis = manager.master_for(  # type: ignore[no-untyped-call]
+            self.master_name, redis.Redis, **auth
+        )
+        return master.connection_pool
 
 
 class SentinelTransport(_LoopAliveMixin, kombu_redis.SentinelTransport):  # type: ignore[misc]

@@ -137,7 +137,11 @@ class WorkerProcess:
                     if control.control.ping(destination=[self.name], timeout=0.5):
                         return
                 except (OSError, redis.RedisError, kombu.exceptions.KombuError):
-                    kombu.pools.reset()  # type: ignore[no-untyped-call]  # stale after a Redis restart
+                    # pooled connections are stale after a Redis restart (or a CLIENT KILL); the
+                    # reset closes this app's pool too, so ask through a new app
+                    kombu.pools.reset()  # type: ignore[no-untyped-call]
+                    control.close()
+                    control = build_celery(settings, "cioguard-control")
                     time.sleep(0.2)
             raise RuntimeError("worker did not answer a ping in time")
         finally:
