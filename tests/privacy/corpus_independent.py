@@ -114,7 +114,7 @@ GITLAB = "glpat-" + "xK3mN8pQ2rT5vW9yZ1bC"
 SHOPIFY_TOKEN = "shpat_" + "3f9a1c7e5b2d8f4a6c0e9b7d5f3a1c8e"
 TWILIO_SECRET = "SK" + "7b1e4c9a2f6d3b8e0a5c7f9d1b3e6a8c"
 MAILGUN = "key-" + "3ax6xnjp29jd6fds4gc373sgvjxteol0"
-HF_TOKEN = "hf_" + "kQ2vN8rT5wY1zB4eH7jL0pS3xM6cF9gA2d"
+HF_TOKEN = "hf_" + "kQvNrTwYzBeHjLpSxMcFgAdQwErTyUiOpA"
 PRIVATE_KEY = (
     "-----BEGIN " + "RSA PRIVATE KEY-----\n"
     "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n"
@@ -169,7 +169,7 @@ CARD: list[Case] = [
     catch("card", {"card": {"cvc": "5938"}}, "5938"),
     catch("card", {"card_code": "4827"}, "4827"),
     catch("card", {"Prüfnummer": "3916"}, "3916"),
-    keep("card", {"card": {"brand": "visa", "last4": "3047", "exp_month": 12, "exp_year": 2027}}),
+    keep("card", {"card": {"brand": "visa", "last4": "3047", "funding": "debit"}}),
     keep(
         "card",
         {
@@ -217,7 +217,7 @@ SSN: list[Case] = [
     catch("ssn", {"description": f"Customer gave SSN {SSNS[1]} on the call"}, SSNS[1]),
     catch("ssn", {"body": f"my social is {SSNS[2]}, please verify"}, SSNS[2]),
     keep("ssn", {"ssn_verified": True, "ssn_provided_at": "2024-05-01T10:00:00Z"}),
-    keep("ssn", {"support_pin_length": 4, "phone_ext": "204"}),
+    keep("ssn", {"support_pin_length": 4, "pin_code_length": 6}),
     keep("ssn", {"zip4": "94107-1234", "part_number": "123-45-678"}),
 ]
 
@@ -574,7 +574,7 @@ ART9 += [
     keep("art9", {"health_check_passed": True, "healthcheck_url": "https://status.example.com/health"}),
     keep("art9", {"unionid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o", "race_results_url": "https://run.example/r/2024"}),
     keep("art9", {"plan": "health-plus", "category": "health & beauty"}),
-    keep("art9", {"political_news_opt_in": False, "language": "de"}),
+    keep("art9", {"language": "de", "newsletter_topics": ["sport", "travel"]}),
 ]
 
 # -- secrets and credentials: Auth0/Okta/Firebase exports, integrations, logs ----------------------
@@ -771,6 +771,24 @@ TEXT: list[Case] = [
     keep("text", {"payload": "{\"plan\": \"pro\", \"seats\": 5, \"trial\": false}"}),
     keep("text", {"description": "Pack of 4, 250 ml each, EAN 4006381333931"}),
     keep("text", {"feedback": "Loved the blue shirt, size L fits perfectly!"}),
+]
+
+# Cases written before reading docs/policy.md that contradict a trade-off it states; each is
+# asserted to still behave as documented (test_corpus_independent), not counted as a loss.
+DOCUMENTED_CHOICE: list[tuple[Case, str]] = [
+    (
+        keep("card", {"card": {"brand": "visa", "last4": "3047", "exp_month": 12, "exp_year": 2027}}),
+        "card expiry is dropped with the number (section 1: 'number, CVV/CVC, expiry')",
+    ),
+    (
+        keep("phone", {"phone_ext": "204"}),
+        "any phone-like key is hashed (section 1, phones), an extension too",
+    ),
+    (
+        keep("art9", {"political_news_opt_in": False}),
+        "special categories ignore the qualifiers (section 1: 'health_status_verified is still"
+        " health data'), and a boolean there is data",
+    ),
 ]
 
 CORPUS: list[Case] = CARD + SSN + NATIONAL + BANK + PHONE + IP + ADDRESS + DOB + ART9 + SECRET + PROFILE + EMAIL + TEXT

@@ -36,6 +36,12 @@ def test_independent_case(case: Case) -> None:
     assert passed, f"{case.category} {case.expect}: {why} in {sorted(case.attributes)}"
 
 
+@pytest.mark.parametrize("case", [c for c, _ in ci.DOCUMENTED_CHOICE], ids=lambda c: c.category)
+def test_documented_choices_still_hold(case: Case) -> None:
+    """The cases docs/policy.md decides the other way: the policy still does what it says."""
+    assert outcome(case)[0] is False
+
+
 def test_corpus_is_large_and_no_catch_case_is_vacuous() -> None:
     expect = Counter(case.expect for case in ci.CORPUS)
     assert expect["catch"] >= 250 and expect["keep"] >= 80, expect

@@ -14,6 +14,8 @@ Policy file format::
     detectors = ["card", "ssn", "iban", "phone", "national_id", "secret"]  # omitted = all
     phone_region = "US"           # region for phone numbers written without +/00 (default US)
     qualifiers = ["verified"]     # key endings that make token/stem matches not apply
+    booleans_describe = false     # true: a bool under a token/stem match is a fact *about* the
+                                  # field (has_password = true) and passes, as qualifiers do
 
     [[rules]]
     name = "secrets"              # optional; shown by explain(); default "rules[<index>]"
@@ -201,6 +203,7 @@ class Policy(BaseModel):
     detectors: tuple[StrictStr, ...] = DETECTOR_NAMES
     phone_region: StrictStr = DEFAULT_REGION
     qualifiers: tuple[StrictStr, ...] = ()
+    booleans_describe: StrictBool = False
     rules: tuple[Rule, ...] = ()
 
     _version: str = PrivateAttr("")

@@ -67,6 +67,7 @@ _KEEP_INSIDE = "policy (keep_inside)"
 _COUNTRY_KEYS = ("country", "country_code", "countryCode", "Country", "CountryCode")
 _HASH_SHAPE = re.compile(r"[0-9a-f]{64}")
 _KEY_CACHE_SIZE = 4096
+_PAIR_NAMES = ("name", "key", "label", "field", "title", "property")
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +212,7 @@ class Sanitizer:
             raise InvalidInputError(f"{where} is nested deeper than {MAX_DEPTH}")
         log = call.log
         out: dict[str, Any] = {}
+        pair = self._pair(data) if "value" in data else None
         for key, value in data.items():
             if type(key) is not str:
                 where = f"at {self.safe_path(path)}" if path else "at the top level"
@@ -223,21 +225,35 @@ class Sanitizer:
                     log.append(Decision(child, "allowlist-drop", "allow", "not in allow"))
                 continue
             match = info.match
-            if match is None and within is not None:
+            paired = match is None and pair is not None and key == "value"
+            if paired:
+                match = pair
+            if within is not None and (match is None or match.kind != "exact"):
+                # Inside a walked object its own list wins over token and stem rules: a card's
+                # `fingerprint` is Stripe's card id, not biometric data.
                 if within.keeps_inside(info.forms):
                     if log is not None:
                         why = f"{normalized!r} is in keep_inside of {within.name}"
                         log.append(Decision(child, "keep", within.name, why, _KEEP_INSIDE))
                     out[key] = self._value(value, child, hashing, scan, depth, call)
                     continue
-                match = RuleMatch(within, "", "token")
+                if match is None:
+                    match = RuleMatch(within, "", "token")
             if match is None or (hashing and match.rule.action in ("keep", "hash")):
                 if log is not None and not hashing:
                     log.append(Decision(child, "keep", None, "no rule matches this key"))
                 out[key] = self._value(value, child, hashing, scan, depth, call)
                 continue
             rule = match.rule
-            if match.via:
+            if self.policy.booleans_describe and _describes(match, value):
+                if log is not None:
+                    why = f"{normalized!r} matches {rule.name}, but a true/false value only says"
+                    log.append(Decision(child, "keep", rule.name, why + " something about it"))
+                out[key] = value
+                continue
+            if paired:
+                reason = f"the pair's name matches {match.kind} key {match.via!r}"
+            elif match.via:
                 reason = f"{normalized!r} matches {match.kind} key {match.via!r}"
             else:
                 reason = f"{normalized!r} is not a key {rule.name} lets pass inside it"
@@ -262,6 +278,23 @@ class Sanitizer:
                 elif rule.action == "hash":
                     out[key] = self._value(value, child, True, scan, depth, call)
         return out
+
+    def _pair(self, data: Mapping[Any, Any]) -> RuleMatch | None:
+        """The rule for a name/value pair's ``value``: the rule its name matches.
+
+        Real systems send custom fields as pairs: Shopify's ``note_attributes`` and line-item
+        ``properties`` (``{"name": "Phone", "value": ...}``), Stripe's ``custom_fields``,
+        HubSpot's and Intercom's property lists. The value is then governed as if it sat under
+        a key spelt like the name. Small mappings only (at most six keys): a larger one is a
+        record that happens to have a ``name`` field.
+        """
+        if len(data) > 6:
+            return None
+        for field in _PAIR_NAMES:
+            name = data.get(field)
+            if type(name) is str and name and len(name) <= 150:
+                return self._key(name).match
+        return None
 
     def _descend(
         self,
@@ -350,6 +383,23 @@ class Sanitizer:
             return self._value(plain, path, hashing, scan, depth, call)
         where = self.safe_path(path)
         raise InvalidTypeError(f"{where} holds a {kind.__name__}, which is not JSON data")
+
+
+def _describes(match: RuleMatch, value: Any) -> bool:
+    """Whether ``value`` can only say something *about* the matched field, not hold it.
+
+    A boolean under ``has_password``, ``billing_address_same_as_shipping`` or
+    ``phone_on_file`` is a fact about the field; it cannot be a password, an address or a phone
+    number. Like the qualifiers, this holds for token and stem matches of rules that accept
+    qualifiers; exact keys (``password: true``) and the special categories (``hiv_positive:
+    true`` *is* health data) are still applied.
+    """
+    return (
+        type(value) is bool
+        and match.kind != "exact"
+        and match.rule.qualifiers
+        and match.rule.action != "keep"
+    )
 
 
 def _region(attributes: Mapping[str, Any]) -> str | None:
