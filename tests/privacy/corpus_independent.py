@@ -92,14 +92,24 @@ def _b64(obj: dict[str, Any]) -> str:
 
 
 JWT = ".".join(
-    [_b64({"alg": "HS256", "typ": "JWT"}), _b64({"sub": "u-93", "iat": 1718000000}), "Zq4v" + "N2p0Y" * 7]
+    [
+        _b64({"alg": "HS256", "typ": "JWT"}),
+        _b64({"sub": "u-93", "iat": 1718000000}),
+        "Zq4v" + "N2p0Y" * 7,
+    ]
 )
 AWS_KEY_ID = "AKIA" + "ZQ3DTNM7XW2LKP5E"
 AWS_SECRET = "q8Yb3kZ1" + "vN0rT6wXeP2sLmA9cH4jF7uD5gKiB1oR"
 GH_PAT = "ghp_" + "R7cZ2kq9LmX4vB1nT8sW3yJ6pD0fH5aE2uGi"
-GH_FINE = "github_pat_" + "11ABCDEFG0" + "aB3dE5gH7jK9mN1pQ3sT5vX7zA9cE1gI3kM5oQ7sU9wY1aC3eG5iK7mO9qS1uW3yA5cE7gI9kM1"
+GH_FINE = (
+    "github_pat_"
+    + "11ABCDEFG0"
+    + "aB3dE5gH7jK9mN1pQ3sT5vX7zA9cE1gI3kM5oQ7sU9wY1aC3eG5iK7mO9qS1uW3yA5cE7gI9kM1"
+)
 SLACK_BOT = "xoxb-" + "2231547608-7351128094466-" + "kQ2vN8rT5wY1zB4eH7jL0pS3"
-SLACK_HOOK = "https://hooks.slack.com/services/" + "T04BQ7K2M/B07HZ3QW9PL/" + "Xk2Rb9Vt5Nq1Lm7Zc3Wd8Hs4"
+SLACK_HOOK = (
+    "https://hooks.slack.com/services/" + "T04BQ7K2M/B07HZ3QW9PL/" + "Xk2Rb9Vt5Nq1Lm7Zc3Wd8Hs4"
+)
 STRIPE_LIVE = "sk_live_" + "51NqK2eLk9Xy7Zw3Vb5Tr8Mn2Pq4Hs6Jd"
 STRIPE_RESTRICTED = "rk_live_" + "51NqK2eHy7Tq3Wv9Lm5Xc2Bn8Zr4Ps6Ka"
 STRIPE_WHSEC = "whsec_" + "Hk7Qz2Wm9Xc4Vb1Nt6Ry8Lp3Js5Df0Ga"
@@ -107,7 +117,9 @@ GOOGLE_KEY = "AIza" + "SyB3k9Qx7Vn2Lm5Zp8Rt1Wc4Yh6Jd0Fs_Ge"
 GOOGLE_OAUTH = "ya29." + "a0AfB_byC7kQ2mZ9xVn4Lp8Rt1Wc3Yh6Jd0FsGe5Hb2Nu7Ko"
 GOOGLE_REFRESH = "1//0g" + "Lk7Qz2Wm9Xc4Vb1Nt6Ry8Lp3Js5Df0GaHk7Qz2Wm9Xc4Vb1"
 OPENAI = "sk-proj-" + "Ab3dE5gH7jK9mN1pQ3sT5vX7zA9cE1gI3kM5oQ7sU9wY1aC3eG5iK7mO9qS1uW3yT3BlbkFJ"
-ANTHROPIC = "sk-ant-api03-" + "Zx8Cv7Bn6Mq5Wa4Se3Dr2Ft1Gy0HuJi9Ko8Lp7Zx6Cv5Bn4Mq3Wa2Se1Dr0Ft9Gy8HuJi7-Ko6AA"
+ANTHROPIC = (
+    "sk-ant-api03-" + "Zx8Cv7Bn6Mq5Wa4Se3Dr2Ft1Gy0HuJi9Ko8Lp7Zx6Cv5Bn4Mq3Wa2Se1Dr0Ft9Gy8HuJi7-Ko6AA"
+)
 SENDGRID = "SG." + "ngeVfQFYQlKU0ufo8x5d1A" + "." + "TwL2iGABf9DHoTf-09kqeF8tAmbihYzrnopKc-1s5cr"
 NPM = "npm_" + "Zq4vN2p0Yk8Lm3Xc7Wb1Rt5Hs9Jd6Fg2Ae0K"
 GITLAB = "glpat-" + "xK3mN8pQ2rT5vW9yZ1bC"
@@ -124,7 +136,9 @@ PRIVATE_KEY = (
 TOTP_SEED = "JBSWY3DP" + "EHPK3PXPQ7Z4"
 PASSWORDS = ["Tr0ub4dor&3x", "hunter2-Kq9", "S0mmer2024!!", "correct-horse-9q", "Pa55w0rd#Fr"]
 BCRYPT = "$2b$12$" + "R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW"
-FIREBASE_HASH = "lSrfV15cpx95/sZS2W9c9Kp6i/LVgQNDNC/qzrCnh1SAyZvqmZqAjTdn3aoItz+VHjoZilo78198JAdRuid5lQ=="
+FIREBASE_HASH = (
+    "lSrfV15cpx95/sZS2W9c9Kp6i/LVgQNDNC/qzrCnh1SAyZvqmZqAjTdn3aoItz+VHjoZilo78198JAdRuid5lQ=="
+)
 
 
 # -- payment cards: Shopify/WooCommerce/Magento/Stripe payloads and custom fields ------------------
@@ -144,7 +158,12 @@ CARD: list[Case] = [
     catch("card", {"credit_card": "3777 943454 61571"}, A),
     catch("card", {"creditCardNumber": CARDS["mc_2series"]}, CARDS["mc_2series"]),
     catch("card", {"payment": {"card": {"number": V, "exp_month": 12, "exp_year": 2027}}}, V),
-    catch("card", {"payment_method": {"type": "card", "card": {"number": M, "cvc": "8314"}}}, M, "8314"),
+    catch(
+        "card",
+        {"payment_method": {"type": "card", "card": {"number": M, "cvc": "8314"}}},
+        M,
+        "8314",
+    ),
     catch("card", {"pan": CARDS["visa2"]}, CARDS["visa2"]),
     catch("card", {"Kreditkartennummer": _g4(V, " ")}, V),
     catch("card", {"numero_carte": _g4(M, " ")}, M),
@@ -159,9 +178,13 @@ CARD: list[Case] = [
     catch("card", {"support_message": f"my new card is {_g4(M, '.')} please update"}, M),
     catch("card", {"memo": f"card {_g4(V, '/')}"}, V),
     catch("card", {"note": "card " + _g4(V, "\u00a0")}, V),
-    catch("card", {"note": "card " + V.translate({ord(d): 0xFF10 + int(d) for d in "0123456789"})}, V),
+    catch(
+        "card", {"note": "card " + V.translate({ord(d): 0xFF10 + int(d) for d in "0123456789"})}, V
+    ),
     catch("card", {"note": "card 4577\u200b4637\u200b0643\u200b3047"}, V),
-    catch("card", {"line_items": [{"sku": "GC-50", "properties": [{"name": "Card", "value": V}]}]}, V),
+    catch(
+        "card", {"line_items": [{"sku": "GC-50", "properties": [{"name": "Card", "value": V}]}]}, V
+    ),
     catch("card", {"Credit_Card__c": _g4(A[:4], "") + " " + A[4:10] + " " + A[10:]}, A),
     catch("card", {"cvv": "8314"}, "8314"),
     catch("card", {"cvv2": "7051"}, "7051"),
@@ -191,8 +214,15 @@ CARD: list[Case] = [
         },
     ),
     keep("card", {"amazon_order_id": "112-4577463-7064330"}),  # 17 digits, Luhn-valid
-    keep("card", {"order_ids": [  # both Luhn-valid
-        "111-5145294-0394023", "114-6011682-9490410"]}),
+    keep(
+        "card",
+        {
+            "order_ids": [  # both Luhn-valid
+                "111-5145294-0394023",
+                "114-6011682-9490410",
+            ]
+        },
+    ),
     keep("card", {"tracking_number": "1Z999AA10123456784", "usps": "9400111899223100012345"}),
     keep("card", {"gtin": "4006381333931", "isbn": "978-3-16-148410-0"}),
     keep("card", {"created_ms": 1718000000000, "ts": "1718000000123"}),
@@ -271,7 +301,11 @@ NATIONAL: list[Case] = [
         BSN[0],
         BSN[1],
     ),
-    catch("national_id", {"notes": f"Verified ID: codice fiscale {CODICE_FISCALE[0]}"}, CODICE_FISCALE[0]),
+    catch(
+        "national_id",
+        {"notes": f"Verified ID: codice fiscale {CODICE_FISCALE[0]}"},
+        CODICE_FISCALE[0],
+    ),
     catch("national_id", {"comment": f"PESEL {PESEL[1]} podany przez klienta"}, PESEL[1]),
     keep("national_id", {"tax_exempt": False, "tax_rate": "0.19", "vat_included": True}),
     keep("national_id", {"passport_country": "DE", "id_verified": True, "kyc_status": "approved"}),
@@ -284,14 +318,18 @@ BANK: list[Case] = [
     catch("bank", {"iban": IBANS["de"]}, IBANS["de"]),
     catch("bank", {"IBAN": "NL86 INGB 1428 1505 21"}, IBANS["nl"]),
     catch("bank", {"bank_account": {"iban": IBANS["fr"], "bic": "BNPAFRPP"}}, IBANS["fr"]),
-    catch("bank", {"Bankverbindung": {"IBAN": IBANS["de"], "Kontoinhaber": "Erika Mustermann"}}, IBANS["de"]),
+    catch(
+        "bank",
+        {"Bankverbindung": {"IBAN": IBANS["de"], "Kontoinhaber": "Erika Mustermann"}},
+        IBANS["de"],
+    ),
     catch("bank", {"sepa_debit": {"mandate": {"iban": IBANS["it"]}}}, IBANS["it"]),
     catch("bank", {"refund_iban": IBANS["ch"]}, IBANS["ch"]),
     catch("bank", {"payout": {"account": {"iban": IBANS["se"]}}}, IBANS["se"]),
     catch("bank", {"numer_rachunku": IBANS["pl"]}, IBANS["pl"]),
     catch("bank", {"cuenta_bancaria": IBANS["es"]}, IBANS["es"]),
     catch("bank", {"rekeningnummer": IBANS["be"]}, IBANS["be"]),
-    catch("bank", {"note": f"Please refund to GB36 BARC 2000 0053 8732 26 thanks"}, IBANS["gb"]),
+    catch("bank", {"note": "Please refund to GB36 BARC 2000 0053 8732 26 thanks"}, IBANS["gb"]),
     catch("bank", {"message": f"iban:{IBANS['de'].lower()}"}, IBANS["de"]),
     catch(
         "bank",
@@ -307,7 +345,15 @@ BANK: list[Case] = [
     catch("bank", {"conto_corrente": "000000123456"}, "000000123456"),
     catch("bank", {"clearingnummer": "8327-9", "kontonummer": "9142756301"}, "9142756301"),
     catch("bank", {"rib": "30003 01000 06182965555 00"}, "06182965555"),
-    catch("bank", {"external_accounts": {"data": [{"object": "bank_account", "account_number": "6054139987"}]}}, "6054139987"),
+    catch(
+        "bank",
+        {
+            "external_accounts": {
+                "data": [{"object": "bank_account", "account_number": "6054139987"}]
+            }
+        },
+        "6054139987",
+    ),
     keep("bank", {"bank_name": "ING", "payout_schedule": "weekly", "currency": "eur"}),
     keep("bank", {"account_id": "acct_1Nv0FGQ9RKHgCVdK", "account_type": "business"}),
     keep("bank", {"bank_account": {"last4": "2255", "status": "verified", "country": "DE"}}),
@@ -346,14 +392,27 @@ PHONE += [
     catch("phone", {"phonenumber": PHONES["NL"][2]}, PHONES["NL"][2]),
     catch("phone", {"msisdn": PHONES["IT"][2].lstrip("+")}, PHONES["IT"][2]),
     catch("phone", {"fax": PHONES["GB_fixed"][1]}, PHONES["GB_fixed"][1]),
-    catch("phone", {"phone_numbers": [PHONES["US"][2], PHONES["GB"][2]]}, PHONES["US"][2], PHONES["GB"][2]),
+    catch(
+        "phone",
+        {"phone_numbers": [PHONES["US"][2], PHONES["GB"][2]]},
+        PHONES["US"][2],
+        PHONES["GB"][2],
+    ),
     catch("phone", {"phones": [{"type": "mobile", "number": PHONES["PL"][0]}]}, PHONES["PL"][0]),
-    catch("phone", {"profile": {"mobilePhone": PHONES["SE"][1], "primaryPhone": PHONES["SE"][0]}},
-          PHONES["SE"][1], PHONES["SE"][0]),  # fmt: skip
+    catch(
+        "phone",
+        {"profile": {"mobilePhone": PHONES["SE"][1], "primaryPhone": PHONES["SE"][0]}},
+        PHONES["SE"][1],
+        PHONES["SE"][0],
+    ),
     catch("phone", {"tel": "tel:" + PHONES["ES"][2]}, PHONES["ES"][2]),
     catch("phone", {"telefono_contacto": "0034 612 34 53 90"}, PHONES["ES"][2]),
-    catch("phone", {"emergency_contact": {"name": "Sam", "phone": PHONES["AU"][0]}}, PHONES["AU"][0]),
-    catch("phone", {"note_attributes": [{"name": "Phone", "value": PHONES["GB"][0]}]}, PHONES["GB"][0]),
+    catch(
+        "phone", {"emergency_contact": {"name": "Sam", "phone": PHONES["AU"][0]}}, PHONES["AU"][0]
+    ),
+    catch(
+        "phone", {"note_attributes": [{"name": "Phone", "value": PHONES["GB"][0]}]}, PHONES["GB"][0]
+    ),
     catch("phone", {"note": f"Please call me on {PHONES['GB'][1]} after 6pm"}, PHONES["GB"][1]),
     catch("phone", {"comment": f"WhatsApp: {PHONES['BR'][1]}"}, PHONES["BR"][1]),
     catch("phone", {"message": f"ring me at {PHONES['US'][0]} tomorrow"}, PHONES["US"][0]),
@@ -371,7 +430,11 @@ IP: list[Case] = [
     catch("ip", {"ip_address": "198.51.100.7"}, "198.51.100.7"),
     catch("ip", {"ipAddress": "2001:db8:85a3::8a2e:370:7334"}, "2001:db8:85a3::8a2e:370:7334"),
     catch("ip", {"browser_ip": "192.0.2.19"}, "192.0.2.19"),
-    catch("ip", {"client_details": {"browser_ip": "198.51.100.23", "accept_language": "en"}}, "198.51.100.23"),
+    catch(
+        "ip",
+        {"client_details": {"browser_ip": "198.51.100.23", "accept_language": "en"}},
+        "198.51.100.23",
+    ),
     catch("ip", {"last_ip": "2001:db8::1f"}, "2001:db8::1f"),
     catch("ip", {"last_login_ip": "203.0.113.201"}, "203.0.113.201"),
     catch("ip", {"client_ip": "198.51.100.88"}, "198.51.100.88"),
@@ -379,12 +442,31 @@ IP: list[Case] = [
     catch("ip", {"x_forwarded_for": "203.0.113.9, 198.51.100.2"}, "203.0.113.9", "198.51.100.2"),
     catch("ip", {"X-Forwarded-For": "2001:db8:1::ab9:c0a8:102"}, "2001:db8:1::ab9:c0a8:102"),
     catch("ip", {"signup_ip": "192.0.2.77"}, "192.0.2.77"),
-    catch("ip", {"IPv6": "2001:0db8:0000:0000:0000:ff00:0042:8329"}, "2001:0db8:0000:0000:0000:ff00:0042:8329"),
+    catch(
+        "ip",
+        {"IPv6": "2001:0db8:0000:0000:0000:ff00:0042:8329"},
+        "2001:0db8:0000:0000:0000:ff00:0042:8329",
+    ),
     catch("ip", {"context": {"ip": "198.51.100.14"}}, "198.51.100.14"),
-    catch("ip", {"logins": [{"at": "2024-06-01", "ip": "203.0.113.5"}, {"at": "2024-06-02", "ip": "203.0.113.6"}]},
-          "203.0.113.5", "203.0.113.6"),  # fmt: skip
-    catch("ip", {"log": "2024-06-12T10:00:01Z GET /account 200 from 198.51.100.61"}, "198.51.100.61"),
-    catch("ip", {"note": "blocked login attempt from 2001:db8:4006:812::200e"}, "2001:db8:4006:812::200e"),
+    catch(
+        "ip",
+        {
+            "logins": [
+                {"at": "2024-06-01", "ip": "203.0.113.5"},
+                {"at": "2024-06-02", "ip": "203.0.113.6"},
+            ]
+        },
+        "203.0.113.5",
+        "203.0.113.6",
+    ),
+    catch(
+        "ip", {"log": "2024-06-12T10:00:01Z GET /account 200 from 198.51.100.61"}, "198.51.100.61"
+    ),
+    catch(
+        "ip",
+        {"note": "blocked login attempt from 2001:db8:4006:812::200e"},
+        "2001:db8:4006:812::200e",
+    ),
     catch("ip", {"IP-Adresse": "192.0.2.230"}, "192.0.2.230"),
     catch("ip", {"adresse_ip": "192.0.2.231"}, "192.0.2.231"),
     catch("ip", {"direccion_ip": "192.0.2.232"}, "192.0.2.232"),
@@ -399,22 +481,53 @@ IP: list[Case] = [
 ADDRESS: list[Case] = [
     catch(
         "address",
-        {"billing_address": {"first_name": "Ann", "address1": "1600 Amphitheatre Pkwy", "address2": "Bldg 41",
-                             "city": "Mountain View", "zip": "94043", "country_code": "US"}},
-        "1600 Amphitheatre Pkwy", "Bldg 41",
-    ),  # fmt: skip
-    catch("address", {"shipping_address": {"address1": "221B Baker Street", "city": "London"}}, "221B Baker Street"),
-    catch("address", {"customer": {"default_address": {"address1": "Kurfürstendamm 21"}}}, "Kurfürstendamm 21"),
-    catch("address", {"billing": {"address_1": "12 Rue de Rivoli", "address_2": "Apt 3"}}, "12 Rue de Rivoli"),
-    catch("address", {"street": ["742 Evergreen Terrace", "Unit 2"], "city": "Springfield"}, "742 Evergreen Terrace"),
-    catch("address", {"billing_details": {"address": {"line1": "510 Townsend St", "line2": "Floor 4"}}},
-          "510 Townsend St", "Floor 4"),  # fmt: skip
+        {
+            "billing_address": {
+                "first_name": "Ann",
+                "address1": "1600 Amphitheatre Pkwy",
+                "address2": "Bldg 41",
+                "city": "Mountain View",
+                "zip": "94043",
+                "country_code": "US",
+            }
+        },
+        "1600 Amphitheatre Pkwy",
+        "Bldg 41",
+    ),
+    catch(
+        "address",
+        {"shipping_address": {"address1": "221B Baker Street", "city": "London"}},
+        "221B Baker Street",
+    ),
+    catch(
+        "address",
+        {"customer": {"default_address": {"address1": "Kurfürstendamm 21"}}},
+        "Kurfürstendamm 21",
+    ),
+    catch(
+        "address",
+        {"billing": {"address_1": "12 Rue de Rivoli", "address_2": "Apt 3"}},
+        "12 Rue de Rivoli",
+    ),
+    catch(
+        "address",
+        {"street": ["742 Evergreen Terrace", "Unit 2"], "city": "Springfield"},
+        "742 Evergreen Terrace",
+    ),
+    catch(
+        "address",
+        {"billing_details": {"address": {"line1": "510 Townsend St", "line2": "Floor 4"}}},
+        "510 Townsend St",
+        "Floor 4",
+    ),
     catch("address", {"MailingStreet": "1 Market St Suite 300"}, "1 Market St Suite 300"),
     catch("address", {"address": "350 Fifth Avenue, New York, NY 10118"}, "350 Fifth Avenue"),
     catch("address", {"street_address": "4 Privet Drive"}, "4 Privet Drive"),
     catch("address", {"streetAddress": "31 Spooner Street"}, "31 Spooner Street"),
     catch("address", {"home_address": "10 Downing Street, London SW1A 2AA"}, "10 Downing Street"),
-    catch("address", {"mailing_address": {"street1": "77 Massachusetts Ave"}}, "77 Massachusetts Ave"),
+    catch(
+        "address", {"mailing_address": {"street1": "77 Massachusetts Ave"}}, "77 Massachusetts Ave"
+    ),
     catch("address", {"address_line_1": "2 Hanover Square"}, "2 Hanover Square"),
     catch("address", {"addressLine1": "88 Colin P Kelly Jr St"}, "88 Colin P Kelly Jr St"),
     catch("address", {"Straße": "Unter den Linden 77"}, "Unter den Linden 77"),
@@ -430,16 +543,37 @@ ADDRESS: list[Case] = [
     catch("address", {"straat": "Kalverstraat 92"}, "Kalverstraat 92"),
     catch("address", {"gatuadress": "Drottninggatan 53"}, "Drottninggatan 53"),
     catch("address", {"ulica": "ul. Marszałkowska 104"}, "Marszałkowska 104"),
-    catch("address", {"addresses": [{"type": "home", "street": "9 Elm Row"}, {"type": "work", "street": "1 Pier Rd"}]},
-          "9 Elm Row", "1 Pier Rd"),  # fmt: skip
-    catch("address", {"shipping_address": {"address1": "5 Long Lane", "company": "Acme", "house_number": "5A",
-                                            "delivery_instructions": "leave behind the blue gate"}},
-          "5 Long Lane", "leave behind the blue gate"),  # fmt: skip
+    catch(
+        "address",
+        {
+            "addresses": [
+                {"type": "home", "street": "9 Elm Row"},
+                {"type": "work", "street": "1 Pier Rd"},
+            ]
+        },
+        "9 Elm Row",
+        "1 Pier Rd",
+    ),
+    catch(
+        "address",
+        {
+            "shipping_address": {
+                "address1": "5 Long Lane",
+                "company": "Acme",
+                "house_number": "5A",
+                "delivery_instructions": "leave behind the blue gate",
+            }
+        },
+        "5 Long Lane",
+        "leave behind the blue gate",
+    ),
     catch("address", {"traits.address.street": "16 Kings Road"}, "16 Kings Road"),
     keep("address", {"city": "Lisbon", "country": "PT", "zip": "1100-063"}),
     keep("address", {"shipping_address_country": "FR", "billing_address_country_code": "FR"}),
     keep("address", {"address_verified": True, "address_updated_at": "2024-01-02T03:04:05Z"}),
-    keep("address", {"postal_code": "SW1A 2AA", "province_code": "ON", "timezone": "Europe/London"}),
+    keep(
+        "address", {"postal_code": "SW1A 2AA", "province_code": "ON", "timezone": "Europe/London"}
+    ),
     keep("address", {"billing_address_same_as_shipping": True, "address_type": "residential"}),
     keep("address", {"country_code": "SE", "locale": "sv-SE", "region": "EU"}),
     keep("address", {"website": "https://acme.example/about", "company": "Acme GmbH"}),
@@ -557,22 +691,54 @@ def _leaves(value: Any) -> list[str]:
 
 ART9: list[Case] = [catch("art9", {k: v}, *_leaves(v)) for k, v in ART9_CATCH_SIMPLE.items()]
 ART9 += [
-    catch("art9", {"medical": {"conditions": ["asthma"], "medications": ["salbutamol inhaler"]}},
-          "asthma", "salbutamol inhaler"),  # fmt: skip
-    catch("art9", {"health": {"allergies": "peanuts", "notes": "carries EpiPen"}}, "peanuts", "carries EpiPen"),
-    catch("art9", {"profile": {"demographics": {"ethnicity": "Asian", "religion": "Buddhist"}}}, "Asian", "Buddhist"),
+    catch(
+        "art9",
+        {"medical": {"conditions": ["asthma"], "medications": ["salbutamol inhaler"]}},
+        "asthma",
+        "salbutamol inhaler",
+    ),
+    catch(
+        "art9",
+        {"health": {"allergies": "peanuts", "notes": "carries EpiPen"}},
+        "peanuts",
+        "carries EpiPen",
+    ),
+    catch(
+        "art9",
+        {"profile": {"demographics": {"ethnicity": "Asian", "religion": "Buddhist"}}},
+        "Asian",
+        "Buddhist",
+    ),
     catch("art9", {"user_metadata": {"healthConditions": ["coeliac disease"]}}, "coeliac disease"),
     catch("art9", {"HealthConditions": "ME/CFS"}, "ME/CFS"),
     catch("art9", {"health-data": "long covid"}, "long covid"),
     catch("art9", {"dietary_requirements_medical": "phenylketonuria"}, "phenylketonuria"),
-    catch("art9", {"patient": {"diagnoses": [{"code": "E11.9", "text": "type 2 diabetes"}]}}, "E11.9", "type 2 diabetes"),
+    catch(
+        "art9",
+        {"patient": {"diagnoses": [{"code": "E11.9", "text": "type 2 diabetes"}]}},
+        "E11.9",
+        "type 2 diabetes",
+    ),
     catch("art9", {"Religion__c": "Sikh"}, "Sikh"),
     catch("art9", {"hs_ethnicity": "Pacific Islander"}, "Pacific Islander"),
     catch("art9", {"special_category_data": {"trade_union": "GMB"}}, "GMB"),
-    catch("art9", {"fingerprint_template": "Rk1SACAyMAAAAAFiAAABPAFiAMUAxQEAAAAoJ"}, "Rk1SACAyMAAAAAFiAAABPAFiAMUAxQEAAAAoJ"),
+    catch(
+        "art9",
+        {"fingerprint_template": "Rk1SACAyMAAAAAFiAAABPAFiAMUAxQEAAAAoJ"},
+        "Rk1SACAyMAAAAAFiAAABPAFiAMUAxQEAAAAoJ",
+    ),
     keep("art9", {"health_score": 87, "account_health": "green"}),
-    keep("art9", {"health_check_passed": True, "healthcheck_url": "https://status.example.com/health"}),
-    keep("art9", {"unionid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o", "race_results_url": "https://run.example/r/2024"}),
+    keep(
+        "art9",
+        {"health_check_passed": True, "healthcheck_url": "https://status.example.com/health"},
+    ),
+    keep(
+        "art9",
+        {
+            "unionid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
+            "race_results_url": "https://run.example/r/2024",
+        },
+    ),
     keep("art9", {"plan": "health-plus", "category": "health & beauty"}),
     keep("art9", {"language": "de", "newsletter_topics": ["sport", "travel"]}),
 ]
@@ -584,7 +750,11 @@ SECRET: list[Case] = [
     catch("secret", {"passwd": PASSWORDS[2]}, PASSWORDS[2]),
     catch("secret", {"PassWord": PASSWORDS[3]}, PASSWORDS[3]),
     catch("secret", {"user_password": PASSWORDS[4]}, PASSWORDS[4]),
-    catch("secret", {"new_password": PASSWORDS[0], "password_confirmation": PASSWORDS[0]}, PASSWORDS[0]),
+    catch(
+        "secret",
+        {"new_password": PASSWORDS[0], "password_confirmation": PASSWORDS[0]},
+        PASSWORDS[0],
+    ),
     catch("secret", {"passphrase": "purple monkey dishwasher 42"}, "purple monkey dishwasher 42"),
     catch("secret", {"Passwort": PASSWORDS[1]}, PASSWORDS[1]),
     catch("secret", {"mot_de_passe": PASSWORDS[2]}, PASSWORDS[2]),
@@ -593,11 +763,19 @@ SECRET: list[Case] = [
     catch("secret", {"wachtwoord": PASSWORDS[0]}, PASSWORDS[0]),
     catch("secret", {"lösenord": PASSWORDS[1]}, PASSWORDS[1]),
     catch("secret", {"hasło": PASSWORDS[2]}, PASSWORDS[2]),
-    catch("secret", {"passwordHash": FIREBASE_HASH, "salt": "42xEC+ixf3L2lw=="}, FIREBASE_HASH, "42xEC+ixf3L2lw=="),
+    catch(
+        "secret",
+        {"passwordHash": FIREBASE_HASH, "salt": "42xEC+ixf3L2lw=="},
+        FIREBASE_HASH,
+        "42xEC+ixf3L2lw==",
+    ),
     catch("secret", {"password_hash": BCRYPT}, BCRYPT),
     catch("secret", {"credentials": {"password": {"value": PASSWORDS[3]}}}, PASSWORDS[3]),
-    catch("secret", {"credentials": {"recovery_question": {"question": "First pet?", "answer": "Fluffy-Kq"}}},
-          "Fluffy-Kq"),  # fmt: skip
+    catch(
+        "secret",
+        {"credentials": {"recovery_question": {"question": "First pet?", "answer": "Fluffy-Kq"}}},
+        "Fluffy-Kq",
+    ),
     catch("secret", {"security_answer": "Springfield Elementary"}, "Springfield Elementary"),
     catch("secret", {"mothers_maiden_name": "Bouvier"}, "Bouvier"),
     catch("secret", {"pin": "482913"}, "482913"),
@@ -607,22 +785,62 @@ SECRET: list[Case] = [
     catch("secret", {"recovery_codes": "7Q2M-9XKD 3VPL-8WRT"}, "7Q2M-9XKD", "3VPL-8WRT"),
     catch(
         "secret",
-        {"identities": [{"provider": "google-oauth2", "access_token": GOOGLE_OAUTH, "refresh_token": GOOGLE_REFRESH}]},
-        GOOGLE_OAUTH, GOOGLE_REFRESH,
-    ),  # fmt: skip
+        {
+            "identities": [
+                {
+                    "provider": "google-oauth2",
+                    "access_token": GOOGLE_OAUTH,
+                    "refresh_token": GOOGLE_REFRESH,
+                }
+            ]
+        },
+        GOOGLE_OAUTH,
+        GOOGLE_REFRESH,
+    ),
     catch("secret", {"accesstoken": JWT}, JWT),
     catch("secret", {"refreshToken": GOOGLE_REFRESH}, GOOGLE_REFRESH),
     catch("secret", {"id_token": JWT}, JWT),
-    catch("secret", {"session_token": "3c6e0b8a9c15224a8228b9a98ca1531d"}, "3c6e0b8a9c15224a8228b9a98ca1531d"),
-    catch("secret", {"sessionid": "k7qz2wm9xc4vb1nt6ry8lp3js5df0gah"}, "k7qz2wm9xc4vb1nt6ry8lp3js5df0gah"),
-    catch("secret", {"cookie": "sessionid=k7qz2wm9xc4vb1nt6ry8; csrftoken=Zq4vN2p0Yk8L"}, "k7qz2wm9xc4vb1nt6ry8"),
-    catch("secret", {"api_key": "9f8e7d6c5b4a39281706f5e4d3c2b1a0"}, "9f8e7d6c5b4a39281706f5e4d3c2b1a0"),
-    catch("secret", {"APIkey": "c2b1a09f8e7d6c5b4a39281706f5e4d3"}, "c2b1a09f8e7d6c5b4a39281706f5e4d3"),
+    catch(
+        "secret",
+        {"session_token": "3c6e0b8a9c15224a8228b9a98ca1531d"},
+        "3c6e0b8a9c15224a8228b9a98ca1531d",
+    ),
+    catch(
+        "secret",
+        {"sessionid": "k7qz2wm9xc4vb1nt6ry8lp3js5df0gah"},
+        "k7qz2wm9xc4vb1nt6ry8lp3js5df0gah",
+    ),
+    catch(
+        "secret",
+        {"cookie": "sessionid=k7qz2wm9xc4vb1nt6ry8; csrftoken=Zq4vN2p0Yk8L"},
+        "k7qz2wm9xc4vb1nt6ry8",
+    ),
+    catch(
+        "secret",
+        {"api_key": "9f8e7d6c5b4a39281706f5e4d3c2b1a0"},
+        "9f8e7d6c5b4a39281706f5e4d3c2b1a0",
+    ),
+    catch(
+        "secret", {"APIkey": "c2b1a09f8e7d6c5b4a39281706f5e4d3"}, "c2b1a09f8e7d6c5b4a39281706f5e4d3"
+    ),
     catch("secret", {"x-api-key": "Hk7Qz2Wm9Xc4Vb1Nt6Ry8Lp3"}, "Hk7Qz2Wm9Xc4Vb1Nt6Ry8Lp3"),
-    catch("secret", {"client_secret": "GOCSPX-" + "Lk7Qz2Wm9Xc4Vb1Nt6Ry8Lp3Js"}, "GOCSPX-Lk7Qz2Wm9Xc4Vb1Nt6Ry8Lp3Js"),
+    catch(
+        "secret",
+        {"client_secret": "GOCSPX-" + "Lk7Qz2Wm9Xc4Vb1Nt6Ry8Lp3Js"},
+        "GOCSPX-Lk7Qz2Wm9Xc4Vb1Nt6Ry8Lp3Js",
+    ),
     catch("secret", {"app_metadata": {"stripe_secret_key": STRIPE_LIVE}}, STRIPE_LIVE),
-    catch("secret", {"private_key": PRIVATE_KEY}, "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun"),
-    catch("secret", {"aws_access_key_id": AWS_KEY_ID, "aws_secret_access_key": AWS_SECRET}, AWS_KEY_ID, AWS_SECRET),
+    catch(
+        "secret",
+        {"private_key": PRIVATE_KEY},
+        "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun",
+    ),
+    catch(
+        "secret",
+        {"aws_access_key_id": AWS_KEY_ID, "aws_secret_access_key": AWS_SECRET},
+        AWS_KEY_ID,
+        AWS_SECRET,
+    ),
     # secrets under innocent keys or inside free text: the value's shape is the only signal
     catch("secret", {"note": f"deploy with {AWS_KEY_ID} / {AWS_SECRET}"}, AWS_KEY_ID),
     catch("secret", {"integration": GH_PAT}, GH_PAT),
@@ -642,30 +860,90 @@ SECRET: list[Case] = [
     catch("secret", {"mail_provider": MAILGUN}, MAILGUN),
     catch("secret", {"ml": HF_TOKEN}, HF_TOKEN),
     catch("secret", {"debug": JWT}, JWT),
-    catch("secret", {"pem": PRIVATE_KEY}, "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun"),
+    catch(
+        "secret",
+        {"pem": PRIVATE_KEY},
+        "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun",
+    ),
     catch("secret", {"db": "postgres://app:Qz2Wm9Xc4Vb@db.internal:5432/shop"}, "Qz2Wm9Xc4Vb"),
-    catch("secret", {"store_url": "https://admin:Sup3rS3cret!@shop.example.com/wp-admin"}, "Sup3rS3cret!"),
+    catch(
+        "secret",
+        {"store_url": "https://admin:Sup3rS3cret!@shop.example.com/wp-admin"},
+        "Sup3rS3cret!",
+    ),
     catch("secret", {"ftp": "ftp://upload:Kq9-hunter@files.example.net/in"}, "Kq9-hunter"),
     catch("secret", {"headers": "Authorization: Bearer " + GOOGLE_OAUTH}, GOOGLE_OAUTH),
-    catch("secret", {"request": {"headers": {"Authorization": "Basic YWRtaW46U3VwM3JTM2NyZXQ="}}}, "YWRtaW46U3VwM3JTM2NyZXQ="),
-    catch("secret", {"log": f"POST /login user=ann password={PASSWORDS[4]} status=401"}, PASSWORDS[4]),
+    catch(
+        "secret",
+        {"request": {"headers": {"Authorization": "Basic YWRtaW46U3VwM3JTM2NyZXQ="}}},
+        "YWRtaW46U3VwM3JTM2NyZXQ=",
+    ),
+    catch(
+        "secret", {"log": f"POST /login user=ann password={PASSWORDS[4]} status=401"}, PASSWORDS[4]
+    ),
     catch("secret", {"log_line": f"auth ok token={STRIPE_WHSEC[6:]} ip=-"}, STRIPE_WHSEC[6:]),
-    catch("secret", {"callback": f"https://app.example/cb?access_token={GOOGLE_OAUTH}&state=xyz"}, GOOGLE_OAUTH),
-    catch("secret", {"payload": json.dumps({"user": "ann", "password": PASSWORDS[2]})}, PASSWORDS[2]),
+    catch(
+        "secret",
+        {"callback": f"https://app.example/cb?access_token={GOOGLE_OAUTH}&state=xyz"},
+        GOOGLE_OAUTH,
+    ),
+    catch(
+        "secret", {"payload": json.dumps({"user": "ann", "password": PASSWORDS[2]})}, PASSWORDS[2]
+    ),
     catch("secret", {"env": f"AWS_SECRET_ACCESS_KEY={AWS_SECRET}\nDEBUG=false"}, AWS_SECRET),
     keep("secret", {"tokens_used": 15234, "monthly_tokens_used": 880000, "token_limit": 1000000}),
-    keep("secret", {"password_updated_at": "2024-02-01T00:00:00Z", "password_last_changed": "2024-02-01"}),
+    keep(
+        "secret",
+        {"password_updated_at": "2024-02-01T00:00:00Z", "password_last_changed": "2024-02-01"},
+    ),
     keep("secret", {"password_reset_required": False, "has_password": True, "mfa_enabled": True}),
     keep("secret", {"two_factor_enabled": True, "api_version": "2024-06-20", "apiVersion": "v2"}),
-    keep("secret", {"identities": [{"connection": "Username-Password-Authentication", "provider": "auth0",
-                                     "user_id": "5f7c8ec7c33c6c004bbafe82", "isSocial": False}]}),  # fmt: skip
-    keep("secret", {"user_id": "auth0|5f7c8ec7c33c6c004bbafe82", "logins_count": 14, "last_login": "2024-06-12T10:11:12.000Z"}),
-    keep("secret", {"localId": "ZY1rJK0eYLg8m2jkxEzLOiYeWiE3", "providerId": "google.com", "emailVerified": True}),
+    keep(
+        "secret",
+        {
+            "identities": [
+                {
+                    "connection": "Username-Password-Authentication",
+                    "provider": "auth0",
+                    "user_id": "5f7c8ec7c33c6c004bbafe82",
+                    "isSocial": False,
+                }
+            ]
+        },
+    ),
+    keep(
+        "secret",
+        {
+            "user_id": "auth0|5f7c8ec7c33c6c004bbafe82",
+            "logins_count": 14,
+            "last_login": "2024-06-12T10:11:12.000Z",
+        },
+    ),
+    keep(
+        "secret",
+        {
+            "localId": "ZY1rJK0eYLg8m2jkxEzLOiYeWiE3",
+            "providerId": "google.com",
+            "emailVerified": True,
+        },
+    ),
     keep("secret", {"key": "plan_tier", "secret_santa_opt_in": True, "keyboard_layout": "dvorak"}),
     keep("secret", {"sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}),
-    keep("secret", {"commit": "9fceb02d0ae598e95dc970b74767f19372d61af8", "etag": "W/\"5e15153d\""}),
-    keep("secret", {"request_id": "req_8fK2nQ7xLm4vB9", "idempotency_key": "0f7b6f2c-6d1e-4b8a-9a43-1f2e3d4c5b6a"}),
-    keep("secret", {"docs_url": "https://docs.example.com/guide?page=2&lang=en", "avatar": "https://cdn.example.com/a/93.png"}),
+    keep("secret", {"commit": "9fceb02d0ae598e95dc970b74767f19372d61af8", "etag": 'W/"5e15153d"'}),
+    keep(
+        "secret",
+        {
+            "request_id": "req_8fK2nQ7xLm4vB9",
+            "idempotency_key": "0f7b6f2c-6d1e-4b8a-9a43-1f2e3d4c5b6a",
+        },
+    ),
+    keep(
+        "secret",
+        {
+            "docs_url": "https://docs.example.com/guide?page=2&lang=en",
+            "avatar": "https://cdn.example.com/a/93.png",
+        },
+    ),
     keep("secret", {"referrer": "https://www.google.com/search?q=blue+shirt"}),
 ]
 
@@ -673,78 +951,172 @@ SECRET: list[Case] = [
 PROFILE: list[Case] = [
     catch(
         "profile",
-        {"id": 207119551, "email": "bob@example.com", "accepts_marketing": False,
-         "phone": PHONES["US"][1], "note": f"VIP, ssn on file {SSNS[0]}",
-         "addresses": [{"address1": "Chestnut Street 92", "city": "Louisville", "zip": "40202",
-                        "phone": PHONES["US"][0]}]},
-        PHONES["US"][1], SSNS[0], "Chestnut Street 92",
-    ),  # fmt: skip
+        {
+            "id": 207119551,
+            "email": "bob@example.com",
+            "accepts_marketing": False,
+            "phone": PHONES["US"][1],
+            "note": f"VIP, ssn on file {SSNS[0]}",
+            "addresses": [
+                {
+                    "address1": "Chestnut Street 92",
+                    "city": "Louisville",
+                    "zip": "40202",
+                    "phone": PHONES["US"][0],
+                }
+            ],
+        },
+        PHONES["US"][1],
+        SSNS[0],
+        "Chestnut Street 92",
+    ),
     catch(
         "profile",
-        {"object": "customer", "id": "cus_NffrFeUfNV2Hib", "phone": PHONES["GB"][2],
-         "address": {"line1": "8 Orchard Way", "postal_code": "EC1A 1BB", "country": "GB"},
-         "tax_ids": {"data": [{"type": "gb_vat", "value": "GB123456789"}]},
-         "invoice_settings": {"custom_fields": [{"name": "NI number", "value": NINO[1]}]}},
-        PHONES["GB"][2], "8 Orchard Way", NINO[1],
-    ),  # fmt: skip
+        {
+            "object": "customer",
+            "id": "cus_NffrFeUfNV2Hib",
+            "phone": PHONES["GB"][2],
+            "address": {"line1": "8 Orchard Way", "postal_code": "EC1A 1BB", "country": "GB"},
+            "tax_ids": {"data": [{"type": "gb_vat", "value": "GB123456789"}]},
+            "invoice_settings": {"custom_fields": [{"name": "NI number", "value": NINO[1]}]},
+        },
+        PHONES["GB"][2],
+        "8 Orchard Way",
+        NINO[1],
+    ),
     catch(
         "profile",
-        {"Id": "0035e00000ABCDeAAP", "FirstName": "Maria", "MobilePhone": PHONES["IT"][1],
-         "Birthdate": "1980-05-17", "Codice_Fiscale__c": CODICE_FISCALE[1], "MailingCity": "Roma"},
-        PHONES["IT"][1], "1980-05-17", CODICE_FISCALE[1],
-    ),  # fmt: skip
+        {
+            "Id": "0035e00000ABCDeAAP",
+            "FirstName": "Maria",
+            "MobilePhone": PHONES["IT"][1],
+            "Birthdate": "1980-05-17",
+            "Codice_Fiscale__c": CODICE_FISCALE[1],
+            "MailingCity": "Roma",
+        },
+        PHONES["IT"][1],
+        "1980-05-17",
+        CODICE_FISCALE[1],
+    ),
     catch(
         "profile",
-        {"properties": {"mobilephone": PHONES["NL"][1], "date_of_birth": "1982-04-03",
-                        "hs_whatsapp_phone_number": PHONES["NL"][2], "lifecyclestage": "customer"}},
-        PHONES["NL"][1], "1982-04-03", PHONES["NL"][2],
-    ),  # fmt: skip
+        {
+            "properties": {
+                "mobilephone": PHONES["NL"][1],
+                "date_of_birth": "1982-04-03",
+                "hs_whatsapp_phone_number": PHONES["NL"][2],
+                "lifecyclestage": "customer",
+            }
+        },
+        PHONES["NL"][1],
+        "1982-04-03",
+        PHONES["NL"][2],
+    ),
     catch(
         "profile",
-        {"user_id": "auth0|abc", "last_ip": "198.51.100.99",
-         "user_metadata": {"phone": PHONES["FR"][0], "address": "3 Place Bellecour, Lyon"},
-         "app_metadata": {"roles": ["admin"], "api_token": "Zx8Cv7Bn6Mq5Wa4Se3Dr2Ft1"}},
-        "198.51.100.99", PHONES["FR"][0], "3 Place Bellecour", "Zx8Cv7Bn6Mq5Wa4Se3Dr2Ft1",
-    ),  # fmt: skip
+        {
+            "user_id": "auth0|abc",
+            "last_ip": "198.51.100.99",
+            "user_metadata": {"phone": PHONES["FR"][0], "address": "3 Place Bellecour, Lyon"},
+            "app_metadata": {"roles": ["admin"], "api_token": "Zx8Cv7Bn6Mq5Wa4Se3Dr2Ft1"},
+        },
+        "198.51.100.99",
+        PHONES["FR"][0],
+        "3 Place Bellecour",
+        "Zx8Cv7Bn6Mq5Wa4Se3Dr2Ft1",
+    ),
     catch(
         "profile",
-        {"employee": {"personal": {"geburtsdatum": "14.07.1979", "steuer_id": STEUER_ID[1],
-                                   "sozialversicherungsnummer": "65170839J003"},
-                      "bank": {"iban": IBANS["de"]}, "konfession": "rk"}},
-        "14.07.1979", STEUER_ID[1], "65170839J003", IBANS["de"],
-    ),  # fmt: skip
+        {
+            "employee": {
+                "personal": {
+                    "geburtsdatum": "14.07.1979",
+                    "steuer_id": STEUER_ID[1],
+                    "sozialversicherungsnummer": "65170839J003",
+                },
+                "bank": {"iban": IBANS["de"]},
+                "konfession": "rk",
+            }
+        },
+        "14.07.1979",
+        STEUER_ID[1],
+        "65170839J003",
+        IBANS["de"],
+    ),
     catch(
         "profile",
-        {"ticket": {"id": 35436, "subject": "Refund", "via": {"channel": "web"},
-                    "requester": {"phone": PHONES["ES"][1]},
-                    "comments": [{"body": f"Mi IBAN es {IBANS['es']}, gracias"},
-                                 {"body": f"DNI {DNI[0]}"}]}},
-        PHONES["ES"][1], IBANS["es"], DNI[0],
-    ),  # fmt: skip
+        {
+            "ticket": {
+                "id": 35436,
+                "subject": "Refund",
+                "via": {"channel": "web"},
+                "requester": {"phone": PHONES["ES"][1]},
+                "comments": [
+                    {"body": f"Mi IBAN es {IBANS['es']}, gracias"},
+                    {"body": f"DNI {DNI[0]}"},
+                ],
+            }
+        },
+        PHONES["ES"][1],
+        IBANS["es"],
+        DNI[0],
+    ),
     keep(
         "profile",
-        {"id": 450789469, "order_number": 1001, "name": "#1001", "total_price": "199.65",
-         "currency": "USD", "financial_status": "paid", "created_at": "2008-01-10T11:00:00-05:00",
-         "line_items": [{"sku": "IPOD2008PINK", "quantity": 1, "price": "199.00", "variant_id": 39072856}],
-         "tags": "VIP, wholesale", "email": "bob.norman@mail.example.com"},
-    ),  # fmt: skip
+        {
+            "id": 450789469,
+            "order_number": 1001,
+            "name": "#1001",
+            "total_price": "199.65",
+            "currency": "USD",
+            "financial_status": "paid",
+            "created_at": "2008-01-10T11:00:00-05:00",
+            "line_items": [
+                {"sku": "IPOD2008PINK", "quantity": 1, "price": "199.00", "variant_id": 39072856}
+            ],
+            "tags": "VIP, wholesale",
+            "email": "bob.norman@mail.example.com",
+        },
+    ),
     keep(
         "profile",
-        {"object": "customer", "id": "cus_NffrFeUfNV2Hib", "created": 1680893993, "currency": "usd",
-         "delinquent": False, "invoice_prefix": "0759376C", "livemode": False, "balance": 0},
-    ),  # fmt: skip
+        {
+            "object": "customer",
+            "id": "cus_NffrFeUfNV2Hib",
+            "created": 1680893993,
+            "currency": "usd",
+            "delinquent": False,
+            "invoice_prefix": "0759376C",
+            "livemode": False,
+            "balance": 0,
+        },
+    ),
     keep(
         "profile",
-        {"type": "user", "id": "5714dd359a3fd47136000001", "signed_up_at": 1461075801,
-         "custom_attributes": {"paid_subscriber": True, "monthly_spend": 155.5, "team_mates": 3},
-         "tags": {"type": "tag.list", "tags": [{"id": "17513", "name": "beta"}]}},
-    ),  # fmt: skip
+        {
+            "type": "user",
+            "id": "5714dd359a3fd47136000001",
+            "signed_up_at": 1461075801,
+            "custom_attributes": {"paid_subscriber": True, "monthly_spend": 155.5, "team_mates": 3},
+            "tags": {"type": "tag.list", "tags": [{"id": "17513", "name": "beta"}]},
+        },
+    ),
     keep(
         "profile",
-        {"uuid": "550e8400-e29b-41d4-a716-446655440000", "plan": "enterprise", "seats": 25,
-         "mrr_cents": 129900, "coupon": "SUMMER2024", "discount_pct": 15, "score": 0.93},
-    ),  # fmt: skip
-    keep("profile", {"first_name": "Ada", "last_name": "Lovelace", "company": "Analytical Engines Ltd"}),
+        {
+            "uuid": "550e8400-e29b-41d4-a716-446655440000",
+            "plan": "enterprise",
+            "seats": 25,
+            "mrr_cents": 129900,
+            "coupon": "SUMMER2024",
+            "discount_pct": 15,
+            "score": 0.93,
+        },
+    ),
+    keep(
+        "profile",
+        {"first_name": "Ada", "last_name": "Lovelace", "company": "Analytical Engines Ltd"},
+    ),
 ]
 
 # -- e-mail: kept in any spelling, also in lists and nested (policy's stated choice) ---------------
@@ -752,7 +1124,9 @@ EMAIL: list[Case] = [
     keep("email", {"email": "ann@example.com", "Email": "Ann@Example.com"}),
     keep("email", {"email_address": "ann@example.com", "emailAddress": "ann@example.com"}),
     keep("email", {"email_addresses": ["a@example.com", "b@example.org"]}),
-    keep("email", {"billing_email_address": "billing@example.com", "billing_email": "ap@example.com"}),
+    keep(
+        "email", {"billing_email_address": "billing@example.com", "billing_email": "ap@example.com"}
+    ),
     keep("email", {"emails": [{"value": "c@example.com", "primary": True, "type": "work"}]}),
     keep("email", {"contact": {"email": "d@example.com"}, "E-Mail": "e@example.de"}),
     keep("email", {"email_address_verified": True, "email_verified": True}),
@@ -768,7 +1142,7 @@ TEXT: list[Case] = [
     keep("text", {"body": "Ticket 5123456 merged into 5123789 by the agent"}),
     keep("text", {"csv": "sku,qty,price\nIPOD2008PINK,1,199.00\nTSHIRT-L-BLU,3,19.99"}),
     keep("text", {"log": "2024-06-12T10:00:01Z GET /api/v2/orders?page=3 200 12ms"}),
-    keep("text", {"payload": "{\"plan\": \"pro\", \"seats\": 5, \"trial\": false}"}),
+    keep("text", {"payload": '{"plan": "pro", "seats": 5, "trial": false}'}),
     keep("text", {"description": "Pack of 4, 250 ml each, EAN 4006381333931"}),
     keep("text", {"feedback": "Loved the blue shirt, size L fits perfectly!"}),
 ]
@@ -777,7 +1151,9 @@ TEXT: list[Case] = [
 # asserted to still behave as documented (test_corpus_independent), not counted as a loss.
 DOCUMENTED_CHOICE: list[tuple[Case, str]] = [
     (
-        keep("card", {"card": {"brand": "visa", "last4": "3047", "exp_month": 12, "exp_year": 2027}}),
+        keep(
+            "card", {"card": {"brand": "visa", "last4": "3047", "exp_month": 12, "exp_year": 2027}}
+        ),
         "card expiry is dropped with the number (section 1: 'number, CVV/CVC, expiry')",
     ),
     (
@@ -791,4 +1167,18 @@ DOCUMENTED_CHOICE: list[tuple[Case, str]] = [
     ),
 ]
 
-CORPUS: list[Case] = CARD + SSN + NATIONAL + BANK + PHONE + IP + ADDRESS + DOB + ART9 + SECRET + PROFILE + EMAIL + TEXT
+CORPUS: list[Case] = (
+    CARD
+    + SSN
+    + NATIONAL
+    + BANK
+    + PHONE
+    + IP
+    + ADDRESS
+    + DOB
+    + ART9
+    + SECRET
+    + PROFILE
+    + EMAIL
+    + TEXT
+)

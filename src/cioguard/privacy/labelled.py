@@ -39,7 +39,9 @@ from stdnum.pt import nif
 from stdnum.se import personnummer
 from stdnum.us import itin, ssn
 
-_SEP: Final = r"(?:\s{0,3}(?:number|nummer|numer|numero|número|no\.?|nr\.?|n°|#))?\s{0,3}[:=#-]?\s{0,3}"
+_SEP: Final = (
+    r"(?:\s{0,3}(?:number|nummer|numer|numero|número|no\.?|nr\.?|n°|#))?\s{0,3}[:=#-]?\s{0,3}"
+)
 
 _DOB_LABELS: Final = (
     r"dob|d\.o\.b\.?|date\s{1,2}of\s{1,2}birth|birth\s{0,2}date|birthday|born(?:\s{1,2}on)?"
@@ -149,7 +151,7 @@ def find_labelled_number_spans(text: str) -> list[tuple[int, int]]:
             continue
         start = match.start("value")
         value = match.group("value")
-        cuts = [len(value)] + [m.start() for m in _SEPARATORS.finditer(value)][::-1]
+        cuts = [len(value), *[m.start() for m in _SEPARATORS.finditer(value)][::-1]]
         for cut in cuts:
             if check(value[:cut]) and not value[:cut].isalpha():
                 spans.append((start, start + cut))

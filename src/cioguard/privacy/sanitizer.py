@@ -49,15 +49,17 @@ from typing import Any, Final, Literal
 from cioguard.errors import ConfigurationError, InvalidInputError, InvalidTypeError
 from cioguard.privacy import detectors
 from cioguard.privacy.hashing import value_hash
+from cioguard.privacy.limits import MAX_ATTRIBUTES as MAX_ATTRIBUTES
+from cioguard.privacy.limits import MAX_NAME_BYTES as MAX_NAME_BYTES
+from cioguard.privacy.limits import MAX_VALUE_BYTES as MAX_VALUE_BYTES
+from cioguard.privacy.limits import check_limits
 from cioguard.privacy.phones import known_region
-from cioguard.privacy.policy import KeyForms, Policy, Rule, RuleMatch, key_forms
+from cioguard.privacy.policy import Policy
+from cioguard.privacy.rules import KeyForms, Rule, RuleMatch, key_forms
 
 DecisionAction = Literal["keep", "drop", "hash", "redact", "allowlist-drop", "detector-redact"]
 
 REDACTED: Final = "[REDACTED]"
-MAX_NAME_BYTES: Final = 150
-MAX_ATTRIBUTES: Final = 300
-MAX_VALUE_BYTES: Final = 1000
 MAX_DEPTH: Final = 32
 
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
@@ -416,45 +418,3 @@ def _log_spans(log: list[Decision], path: str, spans: list[detectors.Span]) -> N
         reason = f"{count} {name} match(es) replaced in the text"
         library = detectors.LIBRARIES[name]
         log.append(Decision(path, "detector-redact", f"detector:{name}", reason, library))
-
-
-def _shown(name: str) -> str:
-    return repr(name) if len(name) <= 64 else repr(name[:64]) + "..."
-
-
-def check_limits(attributes: Mapping[str, Any]) -> None:
-    """Refuse sanitized attributes past Customer.io's limits (names, count, value size).
-
-    Messages name the attribute and the limit, never the value.
-
-    Note:
-        Only top-level names are held to 150 bytes: nested keys are part of the value, which
-        is held to 1000 bytes as compact JSON.
-    """
-    if len(attributes) > MAX_ATTRIBUTES:
-        raise InvalidInputError(
-            f"{len(attributes)} attributes after sanitizing; "
-            f"Customer.io accepts at most {MAX_ATTRIBUTES}"
-        )
-    for name, value in attributes.items():
-        # A character is at most 4 UTF-8 bytes: short names and strings need no encoding.
-        if len(name) * 4 > MAX_NAME_BYTES and len(name.encode("utf-8")) > MAX_NAME_BYTES:
-            raise InvalidInputError(
-                f"attribute name {_shown(name)} is {len(name.encode('utf-8'))} bytes; "
-                f"Customer.io accepts at most {MAX_NAME_BYTES}"
-            )
-        kind = type(value)
-        if kind is str:
-            if len(value) * 4 <= MAX_VALUE_BYTES:
-                continue
-            size = len(value.encode("utf-8"))
-        elif value is None or kind is bool or kind is int or kind is float:
-            continue  # a number's JSON form is far below the limit
-        else:
-            encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-            size = len(encoded.encode("utf-8"))
-        if size > MAX_VALUE_BYTES:
-            raise InvalidInputError(
-                f"attribute {_shown(name)} is {size} bytes after sanitizing; "
-                f"Customer.io accepts at most {MAX_VALUE_BYTES} bytes per value"
-            )

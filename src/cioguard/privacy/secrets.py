@@ -4,11 +4,12 @@ Token formats follow gitleaks' maintained rule set, ``config/gitleaks.toml`` at 
 (commit b58d3f10, July 2026): AWS, GitHub, GitLab, Slack (tokens and webhooks), Stripe,
 OpenAI (``sk-proj-``/``sk-svcacct-``/``sk-admin-`` and the legacy form), Anthropic, npm,
 SendGrid, Twilio, Shopify, Mailgun (widened to base-36: Mailgun's own documented example key is
-not hex), Stripe webhook secrets (``whsec_``, not in gitleaks), Google API keys, Hugging Face, DigitalOcean, Postman and
-PyPI tokens, plus JWTs, bcrypt hashes and PEM private keys. Three context rules catch what has
-no fixed shape: credentials in a URL (``scheme://user:pass@host``), an ``Authorization:``
-header value (``Bearer ...``, ``Basic ...``) and ``password=...``-style pairs in a log line or
-an env file, whose name ends in a credential word (``AWS_SECRET_ACCESS_KEY=``, ``token=``).
+not hex), Stripe webhook secrets (``whsec_``, not in gitleaks), Google API keys, Hugging Face,
+DigitalOcean, Postman and PyPI tokens, plus JWTs, bcrypt hashes and PEM private keys. Three
+context rules catch what has no fixed shape: credentials in a URL (``scheme://user:pass@host``),
+an ``Authorization:`` header value (``Bearer ...``, ``Basic ...``) and ``password=...``-style
+pairs in a log line or an env file, whose name ends in a credential word
+(``AWS_SECRET_ACCESS_KEY=``, ``token=``).
 
 Why not gitleaks itself: it is a Go program, not a library a Python worker can call per value;
 its rules are data, so they are transcribed here (only the token part of each, not gitleaks'
