@@ -41,6 +41,7 @@ from stdnum.us import itin, ssn
 
 _SEP: Final = (
     r"(?:\s{0,3}(?:number|nummer|numer|numero|número|no\.?|nr\.?|n°|#))?\s{0,3}[:=#-]?\s{0,3}"
+    r"(?:(?:is|ist|est|es|è|är|jest|é)\s{1,3})?"
 )
 
 _DOB_LABELS: Final = (
