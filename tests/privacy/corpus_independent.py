@@ -1182,3 +1182,20 @@ CORPUS: list[Case] = (
     + EMAIL
     + TEXT
 )
+
+
+def counts() -> dict[tuple[str, str], tuple[int, int]]:
+    """(category, expect) -> (cases, failures) under the default policy."""
+    from tests.privacy.corpus import outcome
+
+    table: dict[tuple[str, str], tuple[int, int]] = {}
+    for case in CORPUS:
+        n, bad = table.get((case.category, case.expect), (0, 0))
+        table[case.category, case.expect] = (n + 1, bad + (not outcome(case)[0]))
+    return dict(sorted(table.items()))
+
+
+if __name__ == "__main__":
+    for (category, expect), (n, bad) in counts().items():
+        word = "misses" if expect == "catch" else "losses"
+        print(f"{category:12} {expect:6} {n:4} cases  {bad} {word}")

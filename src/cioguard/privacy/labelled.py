@@ -99,6 +99,10 @@ def _valid(*checks: Callable[[str], bool]) -> Callable[[str], bool]:
     return valid
 
 
+def _compact(check: Callable[[str], bool]) -> Callable[[str], bool]:
+    return lambda value: value.isdigit() and check(value)
+
+
 # label (a regex, case-insensitive) -> the validators its value must pass
 _NUMBER_LABELS: Final[tuple[tuple[str, Callable[[str], bool]], ...]] = (
     (r"pesel", _valid(pesel.is_valid)),
@@ -112,7 +116,11 @@ _NUMBER_LABELS: Final[tuple[tuple[str, Callable[[str], bool]], ...]] = (
     (r"nir|s[ée]curit[ée]\s{1,2}sociale|insee", _valid(nir.is_valid)),
     (r"codice\s{1,2}fiscale|c\.f\.", _valid(codicefiscale.is_valid)),
     (r"dni|nie|documento\s{1,2}de\s{1,2}identidad", _valid(dni.is_valid, nie.is_valid)),
-    (r"ssn|social\s{1,2}security|social|itin", _valid(ssn.is_valid, itin.is_valid)),
+    # Compact only: the printed AAA-GG-SSSS form is the ``ssn`` detector's, which names it.
+    (
+        r"ssn|social\s{1,2}security|social|itin",
+        _valid(_compact(ssn.is_valid), _compact(itin.is_valid)),
+    ),
     (
         r"tax\s{0,2}id|tin|tax\s{1,2}identification",
         _valid(ssn.is_valid, itin.is_valid, idnr.is_valid, nif.is_valid, cpf.is_valid),
