@@ -182,3 +182,26 @@ def test_a_card_object_keeps_its_display_fields_and_loses_the_rest() -> None:
 )
 def test_letters_nfkd_cannot_split_are_folded_in_keys(key: str, normalized: str) -> None:
     assert normalize_key(key) == normalized
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        # found by probing after the corpus run (not part of the independent corpus' counts)
+        "Krankenversicherungsnummer", "versichertennummer", "medicare_number", "nhs_number",
+        "AHV_Nummer", "tax_file_number", "national_identification_number", "soc_sec_no",
+        "natl_id", "criminal_record", "Vorstrafen", "allergens", "vaccination_status",
+        "place_of_birth", "Geburtsort", "birth_dt", "geb_datum", "fecha_nac", "recovery_key",
+        "seed_phrase", "pw_hash", "priv_key", "PHPSESSID", "auth_code", "ccv", "acc_no",
+        "mob", "Mobilfunknummer", "Rufnummer", "komórka", "po_box", "Postfach",
+    ],
+)  # fmt: skip
+def test_probed_keys_are_not_kept(key: str) -> None:
+    assert SANITIZER.apply({key: "Xq7-probe-1"}) != {key: "Xq7-probe-1"}
+
+
+@pytest.mark.parametrize(
+    "key", ["mobile_app_version", "is_mobile", "birth_month", "birth_year", "pin_code", "city"]
+)
+def test_keys_next_to_the_probed_ones_are_kept(key: str) -> None:
+    assert SANITIZER.apply({key: "Xq7-probe-1"}) == {key: "Xq7-probe-1"}

@@ -72,7 +72,7 @@ TOKEN_RULES: Final[dict[str, str]] = {
     # The name may carry a prefix (AWS_SECRET_ACCESS_KEY=, auth_token=, db_password:): what
     # counts is that it *ends* in a credential word, so tokens_used=5 and passwordless=1 pass.
     "password-assignment": r"(?i:(?:password|passwd|pwd|passphrase|secret|api[_-]?key"
-    r"|access[_-]?key|secret[_-]?key|private[_-]?key|token|client[_-]?secret)"
+    r"|access[_-]?key|secret[_-]?key|private[_-]?key|account[_-]?key|token|client[_-]?secret)"
     r"[\"']?\s{0,4}(?:=|:)\s{0,4}[\"']?)(?=[^\s\"',;&]{4,})[^\s\"',;&]{4,}+",
 }
 # As gitleaks does, each rule runs only when one of its keywords is in the text (a substring
@@ -105,7 +105,8 @@ KEYWORDS: Final[dict[str, tuple[str, ...]]] = {
     "authorization-header": ("authorization",),
     "bearer-token": ("bearer",),
     "password-assignment": ("password", "passwd", "pwd", "passphrase", "secret", "api", "token",
-                            "private", "access_key", "access-key", "accesskey"),
+                            "private", "access_key", "access-key", "accesskey", "accountkey",
+                            "account_key"),
 }  # fmt: skip
 _RULES: Final = tuple(
     (re.compile(TOKEN_RULES[name]), keywords, any(k.islower() for k in keywords))
