@@ -41,13 +41,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from cioguard.errors import ConfigurationError, InvalidInputError, InvalidTypeError
 from cioguard.privacy import detectors
+from cioguard.privacy.decisions import Decision as Decision
+from cioguard.privacy.decisions import DecisionAction as DecisionAction
+from cioguard.privacy.decisions import log_spans as _log_spans
 from cioguard.privacy.hashing import value_hash
 from cioguard.privacy.limits import MAX_ATTRIBUTES as MAX_ATTRIBUTES
 from cioguard.privacy.limits import MAX_NAME_BYTES as MAX_NAME_BYTES
@@ -57,8 +59,6 @@ from cioguard.privacy.phones import known_region
 from cioguard.privacy.policy import Policy
 from cioguard.privacy.rules import KeyForms, Rule, RuleMatch, key_forms
 
-DecisionAction = Literal["keep", "drop", "hash", "redact", "allowlist-drop", "detector-redact"]
-
 REDACTED: Final = "[REDACTED]"
 MAX_DEPTH: Final = 32
 
@@ -66,21 +66,11 @@ _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 _SEGMENT = re.compile(r'\.?([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*+")\]')
 _POLICY = "policy"
 _KEEP_INSIDE = "policy (keep_inside)"
+_BOOLEANS = "policy (booleans_describe)"
 _COUNTRY_KEYS = ("country", "country_code", "countryCode", "Country", "CountryCode")
 _HASH_SHAPE = re.compile(r"[0-9a-f]{64}")
 _KEY_CACHE_SIZE = 4096
 _PAIR_NAMES = ("name", "key", "label", "field", "title", "property")
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What happened at one path (``profile.cards[0].number``), by which rule, and why."""
-
-    path: str
-    action: DecisionAction
-    rule: str | None
-    reason: str
-    library: str = ""  # what decided: "policy (<match kind>)" or the detector's library
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +240,8 @@ class Sanitizer:
             if self.policy.booleans_describe and _describes(match, value):
                 if log is not None:
                     why = f"{normalized!r} matches {rule.name}, but a true/false value only says"
-                    log.append(Decision(child, "keep", rule.name, why + " something about it"))
+                    why += " something about it"
+                    log.append(Decision(child, "keep", rule.name, why, _BOOLEANS))
                 out[key] = value
                 continue
             if paired:
@@ -411,10 +402,3 @@ def _region(attributes: Mapping[str, Any]) -> str | None:
         if region is not None:
             return region
     return None
-
-
-def _log_spans(log: list[Decision], path: str, spans: list[detectors.Span]) -> None:
-    for name, count in Counter(span.detector for span in spans).items():
-        reason = f"{count} {name} match(es) replaced in the text"
-        library = detectors.LIBRARIES[name]
-        log.append(Decision(path, "detector-redact", f"detector:{name}", reason, library))
