@@ -15,8 +15,8 @@ NL, PL, SV and PT), an optional ``number``/``no.``/``#``, a ``:`` or ``=``, and 
 Only the value is redacted; the label stays, so a reader sees what was there.
 
 Hand-written: no library finds "label, then value" in text. Linear time: each pattern starts
-at a word boundary with a bounded literal alternation and reads bounded runs; a text without
-any label keyword (a substring test) is not searched at all.
+at a word boundary with a bounded literal alternation and reads bounded runs, and it is tried
+only where a label keyword occurs (``str.find``), not at every position.
 """
 
 from __future__ import annotations
@@ -57,9 +57,10 @@ _DATE: Final = (
     r"|" + _MONTH + r"\s{1,2}\d{1,2},?\s{1,2}\d{4}|\d{8})(?![0-9])"
 )
 _DOB: Final = re.compile(r"(?i:\b(?:" + _DOB_LABELS + r")(?![a-z])" + _SEP + r")" + _DATE)
-_DOB_KEYWORDS: Final = ("dob", "d.o.b", "birth", "born", "geb", "naissance", "nacid", "nacimiento",
-                        "nascita", "nato", "nata", "geboorte", "födelse", "fodelse", "född", "fodd",
-                        "urodz", "nascimento", "nascid", " le ")  # fmt: skip
+# Every label starts with one of these (lower case): the patterns are tried only there.
+_DOB_KEYWORDS: Final = ("dob", "d.o.b", "date", "birth", "born", "geb", "né", "ne le", "nee le",
+                        "fecha", "nacid", "data", "nato", "nata", "geboorte", "födelse",
+                        "fodelse", "född", "fodd", "urodzon", "nascid")  # fmt: skip
 _YEAR: Final = re.compile(r"(?<![0-9])(?:19|20)[0-9]{2}(?![0-9])")
 
 
@@ -79,10 +80,35 @@ def _date_ok(text: str) -> bool:
 
 def find_dob_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of each date written right after a date-of-birth label."""
+    return [m.span("date") for m in _labelled(_DOB, _DOB_KEYWORDS, text) if _date_ok(m["date"])]
+
+
+def _labelled(
+    pattern: re.Pattern[str], keywords: tuple[str, ...], text: str
+) -> list[re.Match[str]]:
+    """Matches of ``pattern`` (which starts with a label) tried only where a label keyword is.
+
+    Why not ``finditer``: a case-insensitive alternation of forty labels, tried at every
+    position of a 1000-character note, costs ~0.5 ms; ``str.find`` per keyword skips to the few
+    places a label can start, and each anchored try reads a bounded stretch, so the scan stays
+    linear and ordinary text pays a few substring searches.
+    """
     lowered = text.lower()
-    if not any(k in lowered for k in _DOB_KEYWORDS):
-        return []
-    return [m.span("date") for m in _DOB.finditer(text) if _date_ok(m.group("date"))]
+    if len(lowered) != len(text):  # a character whose lower case is longer: positions shift
+        return list(pattern.finditer(text))
+    starts: set[int] = set()
+    for keyword in keywords:
+        pos = lowered.find(keyword)
+        while pos != -1:
+            starts.add(pos)
+            pos = lowered.find(keyword, pos + 1)
+    found: list[re.Match[str]] = []
+    end = 0
+    for start in sorted(starts):
+        if start >= end and (match := pattern.match(text, start)):
+            found.append(match)
+            end = match.end()
+    return found
 
 
 def _valid(*checks: Callable[[str], bool]) -> Callable[[str], bool]:
@@ -134,9 +160,9 @@ _NUMBER: Final = re.compile(
     + r")(?P<value>[0-9A-Z](?:[0-9A-Z]|[ .\-/](?=[0-9A-Z])){5,22}+)"
 )
 _NUMBER_KEYWORDS: Final = ("pesel", "bsn", "burgerservice", "sofi", "steuer", "idnr",
-                           "identifikation", "personn", "sin", "insurance", "aadha", "uidai",
-                           "cpf", "nif", "nir", "curit", "insee", "fiscal", "c.f.", "dni", "nie",
-                           "documento", "ssn", "social", "itin", "tax", "tin")  # fmt: skip
+                           "identifikation", "personn", "sin", "social", "aadha", "uidai", "cpf",
+                           "nif", "nir", "sécurité", "securite", "insee", "codice", "c.f.", "dni",
+                           "nie", "documento", "ssn", "itin", "tax", "tin")  # fmt: skip
 _SEPARATORS: Final = re.compile(r"[ .\-/]")
 
 
@@ -146,11 +172,8 @@ def find_labelled_number_spans(text: str) -> list[tuple[int, int]]:
     The value run may swallow a following capitalised word (``PESEL 91072405754 OK``), so the
     whole run is tried first, then each shorter prefix that ends before a separator.
     """
-    lowered = text.lower()
-    if not any(k in lowered for k in _NUMBER_KEYWORDS):
-        return []
     spans: list[tuple[int, int]] = []
-    for match in _NUMBER.finditer(text):
+    for match in _labelled(_NUMBER, _NUMBER_KEYWORDS, text):
         check = None
         for i, (_, validator) in enumerate(_NUMBER_LABELS):
             if match.group(f"l{i}") is not None:
