@@ -70,7 +70,7 @@ def pii() -> dict[str, str]:
         "email": f"e.{tag}@example.test",
         "card": card_number(),
         "ssn": ssn(),
-        "phone": "+1415" + str(1_000_000 + secrets.randbelow(8_999_999)),
+        "phone": "+1415" + str(2_000_000 + secrets.randbelow(7_999_999)),  # exchange 2-9
     }
 
 

@@ -329,7 +329,16 @@ def test_scanner_runs_only_the_named_detectors() -> None:
     text = "card 4111111111111111 ssn 219-09-9999"
     assert [s.detector for s in scanner(["ssn"])(text)] == ["ssn"]
     assert scanner([])(text) == []
-    assert set(DETECTOR_NAMES) == {"card", "ssn", "iban", "phone", "national_id", "secret"}
+    assert set(DETECTOR_NAMES) == {
+        "card",
+        "ssn",
+        "iban",
+        "phone",
+        "national_id",
+        "secret",
+        "ip",
+        "dob",
+    }
     with pytest.raises(KeyError):
         scanner(["nope"])
 

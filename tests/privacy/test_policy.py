@@ -192,7 +192,16 @@ def test_default_policy_shape_and_version() -> None:
     policy = default_policy()
     assert policy.name == "default"
     assert policy.mode == "denylist"
-    assert set(policy.detectors) == {"card", "ssn", "iban", "phone", "national_id", "secret"}
+    assert set(policy.detectors) == {
+        "card",
+        "ssn",
+        "iban",
+        "phone",
+        "national_id",
+        "secret",
+        "ip",
+        "dob",
+    }
     assert "Dropped" in policy.description and "Hashed" in policy.description
     assert re.fullmatch(r"default@[0-9a-f]{12}", policy.version)
     assert default_policy() is policy
@@ -222,7 +231,16 @@ def test_check_policy_file_loads_a_valid_file(write_policy: Callable[[str], Path
     path = write_policy(MINIMAL)
     policy = check_policy_file(path)
     assert policy.name == "test"
-    assert policy.detectors == ("card", "ssn", "iban", "phone", "national_id", "secret")  # all
+    assert policy.detectors == (
+        "card",
+        "ssn",
+        "iban",
+        "phone",
+        "national_id",
+        "secret",
+        "ip",
+        "dob",
+    )
     assert load_policy(path) == policy
     assert check_policy_file(str(path)) == policy
 

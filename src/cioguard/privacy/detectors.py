@@ -20,6 +20,8 @@ Detectors (the names a policy lists under ``detectors``; docs/policy.md has the 
 - ``national_id``: national identity and tax numbers validated by ``python-stdnum``
   (:mod:`.national_ids`).
 - ``secret``: credential formats from gitleaks' rule set and context rules (:mod:`.secrets`).
+- ``ip``: IPv4 and IPv6 addresses, validated by :mod:`ipaddress` (:mod:`.ips`).
+- ``dob``: a date written right after a date-of-birth label (``DOB: ...``; :mod:`.labelled`).
 
 Every text is folded first (NFKC, zero-width characters removed, full-width digits and
 no-break spaces made ASCII; :mod:`.normalize`), and every pattern runs in linear time
@@ -41,7 +43,7 @@ from typing import Final, NamedTuple
 
 from stdnum import iban as stdnum_iban
 
-from cioguard.privacy import national_ids, phones, secrets
+from cioguard.privacy import ips, labelled, national_ids, phones, secrets
 from cioguard.privacy.normalize import fold_text, unfold_span
 
 
@@ -264,13 +266,26 @@ def find_phones(text: str, region: str = phones.DEFAULT_REGION) -> list[Span]:
 
 
 def find_national_ids(text: str) -> list[Span]:
-    """National identity and tax numbers validated by python-stdnum (:mod:`.national_ids`)."""
-    return [Span(a, b, "national_id") for a, b, _ in national_ids.find_national_id_spans(text)]
+    """National identity and tax numbers validated by python-stdnum: printed shapes
+    (:mod:`.national_ids`), and bare numbers right after their own label (:mod:`.labelled`)."""
+    found = [(a, b) for a, b, _ in national_ids.find_national_id_spans(text)]
+    found += labelled.find_labelled_number_spans(text)
+    return [Span(a, b, "national_id") for a, b in found]
 
 
 def find_secrets(text: str) -> list[Span]:
     """Credentials: token formats from gitleaks' rules, URL credentials, auth headers."""
     return [Span(a, b, "secret") for a, b in secrets.find_secret_spans(text)]
+
+
+def find_ips(text: str) -> list[Span]:
+    """IPv4 and IPv6 addresses (:mod:`.ips`)."""
+    return [Span(a, b, "ip") for a, b in ips.find_ip_spans(text)]
+
+
+def find_dobs(text: str) -> list[Span]:
+    """Dates of birth after a label (:mod:`.labelled`)."""
+    return [Span(a, b, "dob") for a, b in labelled.find_dob_spans(text)]
 
 
 # -- registry and redaction ----------------------------------------------------------------------
@@ -282,6 +297,8 @@ DETECTORS: Final[Mapping[str, Detector]] = {
     "phone": find_phones,
     "national_id": find_national_ids,
     "secret": find_secrets,
+    "ip": find_ips,
+    "dob": find_dobs,
 }
 DETECTOR_NAMES: Final = tuple(DETECTORS)
 # What each detector is built on, for ``cioguard policy explain`` and docs/policy.md.
@@ -292,6 +309,8 @@ LIBRARIES: Final[Mapping[str, str]] = {
     "phone": phones.LIBRARY,
     "national_id": national_ids.LIBRARY,
     "secret": "gitleaks rules v8.30.0-27 (transcribed)",
+    "ip": "ipaddress (Python standard library)",
+    "dob": "labelled dates (hand-written)",
 }
 
 
@@ -313,7 +332,7 @@ def merge(spans: Iterable[Span]) -> list[Span]:
 
 # Every detector needs at least this many characters, and all but ``secret`` need a digit.
 MIN_MATCH_CHARS: Final = 8
-_NEEDS_DIGIT: Final = frozenset({"card", "ssn", "iban", "phone", "national_id"})
+_NEEDS_DIGIT: Final = frozenset({"card", "ssn", "iban", "phone", "national_id", "ip", "dob"})
 _ANY_DIGIT = re.compile(r"\d")
 
 Scan = Callable[..., list[Span]]

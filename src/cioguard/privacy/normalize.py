@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from functools import lru_cache
+from typing import Final
 
 # Format characters (Unicode category Cf: zero-width space/joiners, BOM, bidi marks, soft hyphen)
 # are removed; other whitespace becomes a plain space.
@@ -71,11 +72,20 @@ _LETTER_DIGIT = re.compile(r"([A-Za-z])([0-9])|([0-9])([A-Za-z])")
 _SEPARATORS = re.compile(r"[\W_]+")
 
 
+# Letters that NFKD does not split into a base letter and an accent: Polish ł (``hasło``),
+# Scandinavian ø/æ, Croatian đ, German ß, French œ.
+_NON_DECOMPOSING: Final = str.maketrans(
+    {"ß": "ss", "ẞ": "SS", "ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "æ": "ae", "Æ": "AE",
+     "đ": "d", "Đ": "D", "œ": "oe", "Œ": "OE"}
+)  # fmt: skip
+
+
 def fold_key(key: str) -> str:
     """A key with format characters removed, NFKC applied and accents stripped.
 
     ``Straße`` -> ``Strasse``, ``Teléfono`` -> ``Telefono``, full-width
-    ``\uff50\uff41\uff53\uff53`` -> ``pass``, ``pass\u200bword`` -> ``password``.
+    ``\uff50\uff41\uff53\uff53`` -> ``pass``, ``pass\u200bword`` -> ``password``, ``hasło`` ->
+    ``haslo``.
     Case is kept so that camelCase still splits.
     """
     if key.isascii():
@@ -83,7 +93,7 @@ def fold_key(key: str) -> str:
     text = "".join(_fold_char(char) for char in key)
     decomposed = unicodedata.normalize("NFKD", text)
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return stripped.replace("ß", "ss").replace("ẞ", "SS")
+    return stripped.translate(_NON_DECOMPOSING)
 
 
 def normalize_key(key: str) -> str:

@@ -14,6 +14,8 @@ Policy file format::
     detectors = ["card", "ssn", "iban", "phone", "national_id", "secret"]  # omitted = all
     phone_region = "US"           # region for phone numbers written without +/00 (default US)
     qualifiers = ["verified"]     # key endings that make token/stem matches not apply
+    booleans_describe = false     # true: a bool under a token/stem match is a fact *about* the
+                                  # field (has_password = true) and passes, as qualifiers do
 
     [[rules]]
     name = "secrets"              # optional; shown by explain(); default "rules[<index>]"
@@ -82,7 +84,7 @@ from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -100,93 +102,16 @@ from cioguard.errors import ConfigurationError
 from cioguard.privacy.detectors import DETECTOR_NAMES
 from cioguard.privacy.normalize import key_words, normalize_key
 from cioguard.privacy.phones import DEFAULT_REGION, known_region
+from cioguard.privacy.rules import Action as Action
+from cioguard.privacy.rules import KeyForms as KeyForms
+from cioguard.privacy.rules import MatchKind as MatchKind
+from cioguard.privacy.rules import Rule as Rule
+from cioguard.privacy.rules import RuleMatch as RuleMatch
+from cioguard.privacy.rules import key_forms as key_forms
 
-Action = Literal["drop", "hash", "redact", "keep"]
-MatchKind = Literal["exact", "token", "stem"]
 Mode = Literal["denylist", "allowlist"]
 
 DEFAULT_POLICY_RESOURCE = "default_policy.toml"
-
-
-class KeyForms(NamedTuple):
-    """The forms a key is compared in: normalized, its words (``no`` -> ``number``), glued."""
-
-    normalized: str
-    words: tuple[str, ...]
-    glued: str
-
-
-def key_forms(key: str) -> KeyForms:
-    """``KeyForms`` of a raw or normalized key: ``Phone-No`` -> ``phone_no``, (phone, number),
-    ``phonenumber``."""
-    norm = normalize_key(key)
-    words = tuple(key_words(norm))
-    return KeyForms(norm, words, "".join(words))
-
-
-class Rule(BaseModel):
-    """One rule: keys (normalized on load), how they match and what happens to their values."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: StrictStr = ""
-    keys: tuple[StrictStr, ...] = Field(min_length=1)
-    match: MatchKind
-    action: Action
-    descend: StrictBool = False
-    scan: StrictBool = True
-    reason: StrictStr = ""
-    unless: tuple[StrictStr, ...] = ()
-    qualifiers: StrictBool = True
-    keep_inside: tuple[StrictStr, ...] = ()
-
-    @field_validator("keys")
-    @classmethod
-    def _normalize_keys(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
-        normalized: list[str] = []
-        for key in keys:
-            norm = normalize_key(key)
-            if not norm:
-                raise ValueError(f"key {key!r} has no letters or digits")
-            if norm not in normalized:
-                normalized.append(norm)
-        return tuple(normalized)
-
-    @field_validator("unless", "keep_inside")
-    @classmethod
-    def _normalize_lists(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
-        normalized = tuple(dict.fromkeys(normalize_key(key) for key in keys))
-        if "" in normalized:
-            raise ValueError("an entry has no letters or digits")
-        return normalized
-
-    @model_validator(mode="after")
-    def _options_fit_action(self) -> Rule:
-        if not self.scan and self.action != "keep":
-            raise ValueError("scan = false applies only to action 'keep'")
-        if self.descend and self.action == "keep":
-            raise ValueError("descend applies only to drop, hash and redact ('keep' descends)")
-        if self.keep_inside and not self.descend:
-            raise ValueError("keep_inside applies only with descend = true")
-        return self
-
-    def excepted(self, forms: KeyForms) -> bool:
-        """Whether one of the rule's ``unless`` phrases occurs in the key (glued, anywhere)."""
-        return any(phrase.replace("_", "") in forms.glued for phrase in self.unless)
-
-    def keeps_inside(self, forms: KeyForms) -> bool:
-        """Whether a nested key under this (descending) rule is one it lets pass."""
-        return any(
-            forms.normalized == k or forms.glued == k.replace("_", "") for k in self.keep_inside
-        )
-
-
-class RuleMatch(NamedTuple):
-    """Which rule matched a key, by which of its keys, and how (``exact`` or ``token``)."""
-
-    rule: Rule
-    via: str
-    kind: MatchKind
 
 
 class Policy(BaseModel):
@@ -201,6 +126,7 @@ class Policy(BaseModel):
     detectors: tuple[StrictStr, ...] = DETECTOR_NAMES
     phone_region: StrictStr = DEFAULT_REGION
     qualifiers: tuple[StrictStr, ...] = ()
+    booleans_describe: StrictBool = False
     rules: tuple[Rule, ...] = ()
 
     _version: str = PrivateAttr("")

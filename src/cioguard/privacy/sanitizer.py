@@ -41,43 +41,36 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from cioguard.errors import ConfigurationError, InvalidInputError, InvalidTypeError
 from cioguard.privacy import detectors
+from cioguard.privacy.decisions import Decision as Decision
+from cioguard.privacy.decisions import DecisionAction as DecisionAction
+from cioguard.privacy.decisions import log_spans as _log_spans
 from cioguard.privacy.hashing import value_hash
+from cioguard.privacy.limits import MAX_ATTRIBUTES as MAX_ATTRIBUTES
+from cioguard.privacy.limits import MAX_NAME_BYTES as MAX_NAME_BYTES
+from cioguard.privacy.limits import MAX_VALUE_BYTES as MAX_VALUE_BYTES
+from cioguard.privacy.limits import check_limits
 from cioguard.privacy.phones import known_region
-from cioguard.privacy.policy import KeyForms, Policy, Rule, RuleMatch, key_forms
-
-DecisionAction = Literal["keep", "drop", "hash", "redact", "allowlist-drop", "detector-redact"]
+from cioguard.privacy.policy import Policy
+from cioguard.privacy.rules import KeyForms, Rule, RuleMatch, key_forms
 
 REDACTED: Final = "[REDACTED]"
-MAX_NAME_BYTES: Final = 150
-MAX_ATTRIBUTES: Final = 300
-MAX_VALUE_BYTES: Final = 1000
 MAX_DEPTH: Final = 32
 
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 _SEGMENT = re.compile(r'\.?([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*+")\]')
 _POLICY = "policy"
 _KEEP_INSIDE = "policy (keep_inside)"
+_BOOLEANS = "policy (booleans_describe)"
 _COUNTRY_KEYS = ("country", "country_code", "countryCode", "Country", "CountryCode")
 _HASH_SHAPE = re.compile(r"[0-9a-f]{64}")
 _KEY_CACHE_SIZE = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What happened at one path (``profile.cards[0].number``), by which rule, and why."""
-
-    path: str
-    action: DecisionAction
-    rule: str | None
-    reason: str
-    library: str = ""  # what decided: "policy (<match kind>)" or the detector's library
+_PAIR_NAMES = ("name", "key", "label", "field", "title", "property")
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +204,7 @@ class Sanitizer:
             raise InvalidInputError(f"{where} is nested deeper than {MAX_DEPTH}")
         log = call.log
         out: dict[str, Any] = {}
+        pair = self._pair(data) if "value" in data else None
         for key, value in data.items():
             if type(key) is not str:
                 where = f"at {self.safe_path(path)}" if path else "at the top level"
@@ -223,21 +217,36 @@ class Sanitizer:
                     log.append(Decision(child, "allowlist-drop", "allow", "not in allow"))
                 continue
             match = info.match
-            if match is None and within is not None:
+            paired = match is None and pair is not None and key == "value"
+            if paired:
+                match = pair
+            if within is not None and (match is None or match.kind != "exact"):
+                # Inside a walked object its own list wins over token and stem rules: a card's
+                # `fingerprint` is Stripe's card id, not biometric data.
                 if within.keeps_inside(info.forms):
                     if log is not None:
                         why = f"{normalized!r} is in keep_inside of {within.name}"
                         log.append(Decision(child, "keep", within.name, why, _KEEP_INSIDE))
                     out[key] = self._value(value, child, hashing, scan, depth, call)
                     continue
-                match = RuleMatch(within, "", "token")
+                if match is None:
+                    match = RuleMatch(within, "", "token")
             if match is None or (hashing and match.rule.action in ("keep", "hash")):
                 if log is not None and not hashing:
                     log.append(Decision(child, "keep", None, "no rule matches this key"))
                 out[key] = self._value(value, child, hashing, scan, depth, call)
                 continue
             rule = match.rule
-            if match.via:
+            if self.policy.booleans_describe and _describes(match, value):
+                if log is not None:
+                    why = f"{normalized!r} matches {rule.name}, but a true/false value only says"
+                    why += " something about it"
+                    log.append(Decision(child, "keep", rule.name, why, _BOOLEANS))
+                out[key] = value
+                continue
+            if paired:
+                reason = f"the pair's name matches {match.kind} key {match.via!r}"
+            elif match.via:
                 reason = f"{normalized!r} matches {match.kind} key {match.via!r}"
             else:
                 reason = f"{normalized!r} is not a key {rule.name} lets pass inside it"
@@ -262,6 +271,23 @@ class Sanitizer:
                 elif rule.action == "hash":
                     out[key] = self._value(value, child, True, scan, depth, call)
         return out
+
+    def _pair(self, data: Mapping[Any, Any]) -> RuleMatch | None:
+        """The rule for a name/value pair's ``value``: the rule its name matches.
+
+        Real systems send custom fields as pairs: Shopify's ``note_attributes`` and line-item
+        ``properties`` (``{"name": "Phone", "value": ...}``), Stripe's ``custom_fields``,
+        HubSpot's and Intercom's property lists. The value is then governed as if it sat under
+        a key spelt like the name. Small mappings only (at most six keys): a larger one is a
+        record that happens to have a ``name`` field.
+        """
+        if len(data) > 6:
+            return None
+        for field in _PAIR_NAMES:
+            name = data.get(field)
+            if type(name) is str and name and len(name) <= 150:
+                return self._key(name).match
+        return None
 
     def _descend(
         self,
@@ -352,6 +378,23 @@ class Sanitizer:
         raise InvalidTypeError(f"{where} holds a {kind.__name__}, which is not JSON data")
 
 
+def _describes(match: RuleMatch, value: Any) -> bool:
+    """Whether ``value`` can only say something *about* the matched field, not hold it.
+
+    A boolean under ``has_password``, ``billing_address_same_as_shipping`` or
+    ``phone_on_file`` is a fact about the field; it cannot be a password, an address or a phone
+    number. Like the qualifiers, this holds for token and stem matches of rules that accept
+    qualifiers; exact keys (``password: true``) and the special categories (``hiv_positive:
+    true`` *is* health data) are still applied.
+    """
+    return (
+        type(value) is bool
+        and match.kind != "exact"
+        and match.rule.qualifiers
+        and match.rule.action != "keep"
+    )
+
+
 def _region(attributes: Mapping[str, Any]) -> str | None:
     """The phone region the profile names (a top-level ``country`` attribute), if any."""
     for key in _COUNTRY_KEYS:
@@ -359,52 +402,3 @@ def _region(attributes: Mapping[str, Any]) -> str | None:
         if region is not None:
             return region
     return None
-
-
-def _log_spans(log: list[Decision], path: str, spans: list[detectors.Span]) -> None:
-    for name, count in Counter(span.detector for span in spans).items():
-        reason = f"{count} {name} match(es) replaced in the text"
-        library = detectors.LIBRARIES[name]
-        log.append(Decision(path, "detector-redact", f"detector:{name}", reason, library))
-
-
-def _shown(name: str) -> str:
-    return repr(name) if len(name) <= 64 else repr(name[:64]) + "..."
-
-
-def check_limits(attributes: Mapping[str, Any]) -> None:
-    """Refuse sanitized attributes past Customer.io's limits (names, count, value size).
-
-    Messages name the attribute and the limit, never the value.
-
-    Note:
-        Only top-level names are held to 150 bytes: nested keys are part of the value, which
-        is held to 1000 bytes as compact JSON.
-    """
-    if len(attributes) > MAX_ATTRIBUTES:
-        raise InvalidInputError(
-            f"{len(attributes)} attributes after sanitizing; "
-            f"Customer.io accepts at most {MAX_ATTRIBUTES}"
-        )
-    for name, value in attributes.items():
-        # A character is at most 4 UTF-8 bytes: short names and strings need no encoding.
-        if len(name) * 4 > MAX_NAME_BYTES and len(name.encode("utf-8")) > MAX_NAME_BYTES:
-            raise InvalidInputError(
-                f"attribute name {_shown(name)} is {len(name.encode('utf-8'))} bytes; "
-                f"Customer.io accepts at most {MAX_NAME_BYTES}"
-            )
-        kind = type(value)
-        if kind is str:
-            if len(value) * 4 <= MAX_VALUE_BYTES:
-                continue
-            size = len(value.encode("utf-8"))
-        elif value is None or kind is bool or kind is int or kind is float:
-            continue  # a number's JSON form is far below the limit
-        else:
-            encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-            size = len(encoded.encode("utf-8"))
-        if size > MAX_VALUE_BYTES:
-            raise InvalidInputError(
-                f"attribute {_shown(name)} is {size} bytes after sanitizing; "
-                f"Customer.io accepts at most {MAX_VALUE_BYTES} bytes per value"
-            )

@@ -3,10 +3,13 @@
 Token formats follow gitleaks' maintained rule set, ``config/gitleaks.toml`` at v8.30.0-27
 (commit b58d3f10, July 2026): AWS, GitHub, GitLab, Slack (tokens and webhooks), Stripe,
 OpenAI (``sk-proj-``/``sk-svcacct-``/``sk-admin-`` and the legacy form), Anthropic, npm,
-SendGrid, Twilio, Shopify, Mailgun, Google API keys, Hugging Face, DigitalOcean, Postman and
-PyPI tokens, plus JWTs, bcrypt hashes and PEM private keys. Three context rules catch what has
-no fixed shape: credentials in a URL (``scheme://user:pass@host``), an ``Authorization:``
-header value (``Bearer ...``, ``Basic ...``) and ``password=...``-style pairs in a log line.
+SendGrid, Twilio, Shopify, Mailgun (widened to base-36: Mailgun's own documented example key is
+not hex), Stripe webhook secrets (``whsec_``, not in gitleaks), Google API keys, Hugging Face,
+DigitalOcean, Postman and PyPI tokens, plus JWTs, bcrypt hashes and PEM private keys. Three
+context rules catch what has no fixed shape: credentials in a URL (``scheme://user:pass@host``),
+an ``Authorization:`` header value (``Bearer ...``, ``Basic ...``) and ``password=...``-style
+pairs in a log line or an env file, whose name ends in a credential word
+(``AWS_SECRET_ACCESS_KEY=``, ``token=``).
 
 Why not gitleaks itself: it is a Go program, not a library a Python worker can call per value;
 its rules are data, so they are transcribed here (only the token part of each, not gitleaks'
@@ -51,7 +54,8 @@ TOKEN_RULES: Final[dict[str, str]] = {
     "sendgrid-api-token": _B + r"SG\.[A-Za-z0-9_-]{16,32}\.[A-Za-z0-9_-]{16,64}" + _E,
     "twilio-api-key": _lit("SK") + r"[0-9a-fA-F]{32}" + _E,
     "shopify-token": _B + r"shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}" + _E,
-    "mailgun-api-key": _lit("key-") + r"[a-f0-9]{32}" + _E,
+    "mailgun-api-key": _lit("key-") + r"[a-z0-9]{32}" + _E,
+    "stripe-webhook-secret": _lit("whsec_") + r"[A-Za-z0-9+/=]{24,}+",
     "gcp-api-key": _lit("AIza") + r"[A-Za-z0-9_-]{35}" + _E,
     "huggingface-token": _lit("hf_") + r"[A-Za-z]{34}" + _E,
     "digitalocean-token": _B + r"do[por]_v1_[a-f0-9]{64}" + _E,
@@ -65,8 +69,10 @@ TOKEN_RULES: Final[dict[str, str]] = {
     "authorization-header": r"(?i:\bauthorization\b[\"']?\s{0,4}[:=]\s{0,4}[\"']?"
     r"(?:(?:bearer|basic|token|digest|negotiate)\s{1,4})?)[^\s\"',;]{8,}+",
     "bearer-token": r"(?i:\bbearer\s{1,4})[A-Za-z0-9._~+/=-]{16,}+",
-    "password-assignment": r"(?i:\b(?:password|passwd|pwd|passphrase|secret|api[_-]?key"
-    r"|access[_-]?token|auth[_-]?token|client[_-]?secret|private[_-]?key)"
+    # The name may carry a prefix (AWS_SECRET_ACCESS_KEY=, auth_token=, db_password:): what
+    # counts is that it *ends* in a credential word, so tokens_used=5 and passwordless=1 pass.
+    "password-assignment": r"(?i:(?:password|passwd|pwd|passphrase|secret|api[_-]?key"
+    r"|access[_-]?key|secret[_-]?key|private[_-]?key|account[_-]?key|token|client[_-]?secret)"
     r"[\"']?\s{0,4}(?:=|:)\s{0,4}[\"']?)(?=[^\s\"',;&]{4,})[^\s\"',;&]{4,}+",
 }
 # As gitleaks does, each rule runs only when one of its keywords is in the text (a substring
@@ -87,6 +93,7 @@ KEYWORDS: Final[dict[str, tuple[str, ...]]] = {
     "twilio-api-key": ("SK",),
     "shopify-token": ("shp",),
     "mailgun-api-key": ("key-",),
+    "stripe-webhook-secret": ("whsec_",),
     "gcp-api-key": ("AIza",),
     "huggingface-token": ("hf_",),
     "digitalocean-token": ("_v1_",),
@@ -98,7 +105,8 @@ KEYWORDS: Final[dict[str, tuple[str, ...]]] = {
     "authorization-header": ("authorization",),
     "bearer-token": ("bearer",),
     "password-assignment": ("password", "passwd", "pwd", "passphrase", "secret", "api", "token",
-                            "private"),
+                            "private", "access_key", "access-key", "accesskey", "accountkey",
+                            "account_key"),
 }  # fmt: skip
 _RULES: Final = tuple(
     (re.compile(TOKEN_RULES[name]), keywords, any(k.islower() for k in keywords))
