@@ -76,24 +76,76 @@ def _measure(
     completions: Callable[[], list[float]] | None = None,
 ) -> RunResult:
     """Warm up, then time ``jobs`` jobs in ``mode`` (``done()`` counts completions)."""
+    [result] = _measure_drains(
+        stack, system=system, mode=mode, concurrency=concurrency, batch=batch, jobs=jobs,
+        enqueue=enqueue, done=done, queue=queue, completions=completions, drains=1,
+    )  # fmt: skip
+    return result
+
+
+def _measure_drains(
+    stack: Stack,
+    *,
+    system: str,
+    mode: str,
+    concurrency: int,
+    batch: bool,
+    jobs: int,
+    enqueue: Callable[[int, int], None],
+    done: Callable[[], int],
+    queue: str,
+    completions: Callable[[], list[float]] | None = None,
+    drains: int,
+) -> list[RunResult]:
+    """Warm up once, then time ``drains`` runs of ``jobs`` jobs each on the same warm workers.
+
+    Several drains per worker start give a median at a fraction of the cost of restarting the
+    fleet for every sample (most of a phase is starting workers and enqueueing).
+    """
     enqueue(0, WARMUP_JOBS)
     wait_for(done, WARMUP_JOBS, timeout_s=120)
+    results = []
+    for n in range(drains):
+        start = WARMUP_JOBS + n * jobs
+        results.append(_one_run(
+            stack, system=system, mode=mode, concurrency=concurrency, batch=batch, jobs=jobs,
+            enqueue=lambda count, first=start: enqueue(first, count), done=done, queue=queue,
+            completions=completions, already=start,
+        ))  # fmt: skip
+    return results
+
+
+def _one_run(
+    stack: Stack,
+    *,
+    system: str,
+    mode: str,
+    concurrency: int,
+    batch: bool,
+    jobs: int,
+    enqueue: Callable[[int], None],
+    done: Callable[[], int],
+    queue: str,
+    completions: Callable[[], list[float]] | None,
+    already: int,
+) -> RunResult:
+    """Time ``jobs`` more completions after ``already`` (see the module docstring's modes)."""
     requests_before = stack.sandbox.control.stats()["requests_total"]
     if mode == "drain":
         stack.pause_consumers(queue)
         time.sleep(0.5)
         t_enq = time.perf_counter()
-        enqueue(WARMUP_JOBS, jobs)
+        enqueue(jobs)
         enqueue_s = time.perf_counter() - t_enq
         cpu0 = CpuSnapshot.take(stack)
         stack.resume_consumers(queue)
     else:
         cpu0 = CpuSnapshot.take(stack)
         t_enq = time.perf_counter()
-        enqueue(WARMUP_JOBS, jobs)
+        enqueue(jobs)
         enqueue_s = time.perf_counter() - t_enq
     started_wall = time.time() - (time.monotonic() - cpu0.at)
-    finished_at = wait_for(done, WARMUP_JOBS + jobs, timeout_s=_timeout_s(jobs), poll_s=0.05)
+    finished_at = wait_for(done, already + jobs, timeout_s=_timeout_s(jobs), poll_s=0.05)
     cpu1 = CpuSnapshot.take(stack)
     seconds = finished_at - cpu0.at
     per_second = _per_second(completions(), started_wall) if completions else []

@@ -57,3 +57,18 @@ def test_jobs_are_frozen() -> None:
     job = _job()
     with pytest.raises(AttributeError):
         job.person_id = "someone else"  # type: ignore[misc]
+
+
+def test_fields_left_at_none_are_not_sealed_and_come_back() -> None:
+    job = _job()
+    payload = job.to_payload()
+    assert None not in payload.values()
+    assert {"name", "data", "request_id", "erasure"}.isdisjoint(payload)
+    assert Job.from_payload(json.loads(json.dumps(payload))) == job
+
+
+def test_a_payload_with_every_field_spelt_out_still_opens() -> None:
+    job = _job()
+    spelt_out = {"v": PAYLOAD_VERSION, **{k: getattr(job, k) for k in job.__dataclass_fields__}}
+    assert spelt_out["name"] is None  # the form sealed before None fields were left out
+    assert Job.from_payload(spelt_out) == job

@@ -8,7 +8,7 @@ the job id itself: the same job, retried, always posts the same event id.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from ulid import ULID
@@ -51,7 +51,14 @@ class Job:
         return self.original_event_id or self.job_id
 
     def to_payload(self) -> dict[str, Any]:
-        return {"v": PAYLOAD_VERSION, **asdict(self)}
+        """The fields to seal; those left at ``None`` are left out (the worker's defaults give
+        them back), which makes an identify's token a fifth smaller on every hop."""
+        payload: dict[str, Any] = {"v": PAYLOAD_VERSION}
+        for name in _FIELDS:
+            value = getattr(self, name)
+            if value is not None or name not in _OMITTED_WHEN_NONE:
+                payload[name] = value
+        return payload
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Job:
@@ -66,3 +73,7 @@ class Job:
     def redacted(self) -> str:
         """The form shown in Celery's argsrepr, Flower and logs."""
         return f"<{self.kind} job {self.job_id}>"
+
+
+_FIELDS = tuple(f.name for f in fields(Job))
+_OMITTED_WHEN_NONE = frozenset(f.name for f in fields(Job) if f.default is None)

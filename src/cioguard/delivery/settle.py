@@ -7,6 +7,7 @@ Every recording step here is safe to repeat: a final row is unique per job (a se
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -84,8 +85,7 @@ def finish_many(rt: Runtime, items: Sequence[Item], status: int) -> list[ItemRes
             ItemResult(i, outcome=finish(rt, i.job, "delivered", i.attempt, status=status))
             for i in items
         ]
-    for item in items:
-        report(item.job, "delivered", status)
+    report_many([i.job for i in items], "delivered", status)
     return [ItemResult(i, outcome="delivered") for i in items]
 
 
@@ -149,6 +149,16 @@ def _entry(
     )  # fmt: skip
 
 
+def report_many(jobs: Sequence[Job], outcome: str, status: int | None) -> None:
+    """:func:`report` for a batch's jobs that ended alike: counted once per kind, and the
+    per-job DEBUG lines built only when DEBUG is on."""
+    for kind, count in Counter(job.kind for job in jobs).items():
+        metrics.job_finished(kind, outcome, count)
+    if log.isEnabledFor(logging.DEBUG):
+        for job in jobs:
+            _log_outcome(job, outcome, status, None)
+
+
 def report(job: Job, outcome: str, status: int | None, *, reason: str | None = None) -> None:
     """Count and log a job's outcome (fixed fields only; ``reason``: ops.logs.reason_code).
 
@@ -156,6 +166,10 @@ def report(job: Job, outcome: str, status: int | None, *, reason: str | None = N
     line per batch with the counts (a line per job was a measurable share of a batch's cost).
     """
     metrics.job_finished(job.kind, outcome)
+    _log_outcome(job, outcome, status, reason)
+
+
+def _log_outcome(job: Job, outcome: str, status: int | None, reason: str | None) -> None:
     log.log(
         logging.INFO if outcome == "dead_lettered" else logging.DEBUG,
         "job %s",

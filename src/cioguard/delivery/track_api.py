@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from cioguard.broker.jobs import Job
@@ -53,11 +54,19 @@ ERASE_ACTIONS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class V1Call:
-    """The v1 request equivalent to an operation: method, path suffix after the person, body."""
+    """The v1 request equivalent to an operation: method, path suffix after the person, body.
+
+    ``payload`` is serialized only if the v1 request is sent (:attr:`body`): a batched
+    operation never is, and serializing it for nothing was a second ``json.dumps`` per person.
+    """
 
     method: str
     suffix: str
-    body: bytes | None
+    payload: dict[str, Any] | None
+
+    @cached_property
+    def body(self) -> bytes | None:
+        return None if self.payload is None else dumps(self.payload)
 
 
 def path_safe(person_id: str) -> bool:
@@ -86,7 +95,7 @@ class TrackApi:
         v1_ok = path_safe(job.person_id)
         if job.kind == "identify":
             attributes = clean(job)
-            v1 = V1Call("PUT", "", dumps(attributes)) if v1_ok else None
+            v1 = V1Call("PUT", "", attributes) if v1_ok else None
             op = {**who, "action": "identify", "attributes": attributes}
             return [Operation("identify", dumps(op), v1)]
         if job.kind == "track":
@@ -129,11 +138,17 @@ def _event(job: Job, data: dict[str, Any], who: dict[str, Any], v1_ok: bool) -> 
     when = job.timestamp if job.timestamp is not None else int(job.created_at)
     op = {**who, "action": "event", "name": job.name, "id": job.event_id, "timestamp": when,
           "attributes": data}  # fmt: skip
+    body = dumps(op)
     v1 = None
-    if v1_ok and len(dumps(data)) <= V1_EVENT_DATA_MAX_BYTES:
-        body = {"name": job.name, "data": data, "id": job.event_id, "timestamp": when}
-        v1 = V1Call("POST", "events", dumps(body))
-    return Operation("event", dumps(op), v1)
+    # the data is inside the operation's bytes: only a larger operation needs the data measured
+    if v1_ok and (len(body) <= V1_EVENT_DATA_MAX_BYTES or _v1_data_fits(data)):
+        payload = {"name": job.name, "data": data, "id": job.event_id, "timestamp": when}
+        v1 = V1Call("POST", "events", payload)
+    return Operation("event", body, v1)
+
+
+def _v1_data_fits(data: dict[str, Any]) -> bool:
+    return len(dumps(data)) <= V1_EVENT_DATA_MAX_BYTES
 
 
 def _erase_op(who: dict[str, Any], action: str, v1_ok: bool) -> Operation:

@@ -11,19 +11,26 @@ waited for.
 
 Leases are a Redis sorted set per person (member: job id, score: expiry in ms); a lease expires
 after ``ttl_s`` (above the longest in-flight window), so one left by a killed worker delays a
-delete by at most that.
+delete by at most that. A batch takes and gives back its leases with one Lua script call each
+(``lease_take.lua``, ``lease_release.lua``): the same commands as a pipeline of them, but one
+command to encode and one reply to parse instead of two or three per person, which was a
+quarter of a batch's CPU in the worker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
+from importlib.resources import files
 
 import redis
 
 from cioguard.errors import RetryableError
 
 PREFIX = "cioguard:lease:"
+_TAKE = files(__package__ or "cioguard").joinpath("lease_take.lua").read_text()
+_RELEASE = files(__package__ or "cioguard").joinpath("lease_release.lua").read_text()
 
 
 class LeaseUnavailableError(RetryableError):
@@ -44,18 +51,19 @@ class Leases:
     def __init__(self, client: redis.Redis, *, ttl_s: float) -> None:
         self._redis = client
         self.ttl_s = ttl_s
+        self._take = client.register_script(_TAKE)
+        self._release = client.register_script(_RELEASE)
 
     def take(self, held: Sequence[tuple[str, str]]) -> None:
-        """Lease ``(person_hash, job_id)`` pairs, in one round trip."""
+        """Lease ``(person_hash, job_id)`` pairs, in one script call."""
         if not held:
             return
         until_ms = int((time.time() + self.ttl_s) * 1000)
+        keys = [PREFIX + person_hash for person_hash, _ in held]
+        args: list[int | str] = [until_ms, int(self.ttl_s * 1000) + 1000]
+        args += [job_id for _, job_id in held]
         try:
-            with self._redis.pipeline(transaction=False) as pipe:
-                for person_hash, job_id in held:
-                    pipe.zadd(PREFIX + person_hash, {job_id: until_ms})
-                    pipe.pexpire(PREFIX + person_hash, int(self.ttl_s * 1000) + 1000)
-                pipe.execute()
+            self._take(keys=keys, args=args)
         except (redis.RedisError, OSError) as exc:
             raise LeaseUnavailableError(
                 f"in-flight leases unavailable ({type(exc).__name__})"
@@ -65,13 +73,9 @@ class Leases:
         """Give leases back (best effort: an unreleased lease expires after ``ttl_s``)."""
         if not held:
             return
-        try:
-            with self._redis.pipeline(transaction=False) as pipe:
-                for person_hash, job_id in held:
-                    pipe.zrem(PREFIX + person_hash, job_id)
-                pipe.execute()
-        except (redis.RedisError, OSError):
-            pass
+        keys = [PREFIX + person_hash for person_hash, _ in held]
+        with contextlib.suppress(redis.RedisError, OSError):
+            self._release(keys=keys, args=[job_id for _, job_id in held])
 
     def busy(self, person_hashes: Sequence[str]) -> dict[str, float]:
         """Seconds until each leased person's last lease ends (absent: no lease)."""

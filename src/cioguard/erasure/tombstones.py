@@ -21,13 +21,22 @@ import logging
 from collections.abc import Sequence
 
 import redis
-from sqlalchemy import exists, literal, select, union_all
+from sqlalchemy import bindparam, exists, literal, select, union_all
 
 from cioguard.audit.schema import audit_log, tombstones
 from cioguard.audit.store import AuditStore
 from cioguard.erasure.requests import erased_hashes, tombstoned
 
 SET_KEY = "cioguard:tombstones"
+_GATES = union_all(
+    select(literal("f").label("what"), audit_log.c.final_job_id.label("value")).where(
+        audit_log.c.final_job_id.in_(bindparam("job_ids", expanding=True))
+    ),
+    select(literal("e").label("what"), tombstones.c.person_hash.label("value")).where(
+        tombstones.c.person_hash.in_(bindparam("person_hashes", expanding=True))
+    ),
+)
+"""The buffer's gate, built once (SQLAlchemy caches its compiled form; the lists expand)."""
 log = logging.getLogger("cioguard.erasure.tombstones")
 
 
@@ -92,15 +101,10 @@ class Tombstones:
     ) -> tuple[set[str], set[str]]:
         """:meth:`gate` for a whole buffer, in one statement: (job ids already final, person
         hashes erased)."""
-        finals = select(literal("f").label("what"), audit_log.c.final_job_id.label("value"))
-        erased = select(literal("e").label("what"), tombstones.c.person_hash.label("value"))
-        query = union_all(
-            finals.where(audit_log.c.final_job_id.in_(list(job_ids))),
-            erased.where(tombstones.c.person_hash.in_(sorted(set(person_hashes)))),
-        )
         found: dict[str, set[str]] = {"f": set(), "e": set()}
+        params = {"job_ids": list(job_ids), "person_hashes": sorted(set(person_hashes))}
         with self._store.reading() as conn:
-            for what, value in conn.execute(query):
+            for what, value in conn.execute(_GATES, params):
                 found[str(what)].add(str(value))
         return found["f"], found["e"]
 

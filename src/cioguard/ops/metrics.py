@@ -86,8 +86,9 @@ LIMITER_WAIT = Histogram(
 ALL = (JOBS, RETRIES, UNPUBLISHED, RESPONSES, LIMITER_WAIT)
 
 
-def job_finished(kind: str, outcome: str) -> None:
-    JOBS.labels(kind=kind, outcome=outcome).inc()
+def job_finished(kind: str, outcome: str, count: int = 1) -> None:
+    """``count`` jobs of ``kind`` ended with ``outcome`` (a batch counts its jobs at once)."""
+    JOBS.labels(kind=kind, outcome=outcome).inc(count)
 
 
 def job_retried(kind: str) -> None:
