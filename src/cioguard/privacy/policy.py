@@ -108,6 +108,7 @@ from cioguard.privacy.rules import MatchKind as MatchKind
 from cioguard.privacy.rules import Rule as Rule
 from cioguard.privacy.rules import RuleMatch as RuleMatch
 from cioguard.privacy.rules import key_forms as key_forms
+from cioguard.privacy.rules import normalized_keys
 
 Mode = Literal["denylist", "allowlist"]
 
@@ -168,10 +169,7 @@ class Policy(BaseModel):
     @field_validator("qualifiers")
     @classmethod
     def _normalize_qualifiers(cls, qualifiers: tuple[str, ...]) -> tuple[str, ...]:
-        normalized = tuple(dict.fromkeys(normalize_key(key) for key in qualifiers))
-        if "" in normalized:
-            raise ValueError("an entry has no letters or digits")
-        return normalized
+        return normalized_keys(qualifiers)
 
     @field_validator("detectors")
     @classmethod

@@ -42,6 +42,15 @@ def key_forms(key: str) -> KeyForms:
     return KeyForms(norm, words, "".join(words))
 
 
+def normalized_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """``keys`` normalized (:func:`normalize_key`), duplicates dropped, in order; a key without
+    letters or digits is refused."""
+    normalized = tuple(dict.fromkeys(normalize_key(key) for key in keys))
+    if "" in normalized:
+        raise ValueError("an entry has no letters or digits")
+    return normalized
+
+
 class Rule(BaseModel):
     """One rule: keys (normalized on load), how they match and what happens to their values."""
 
@@ -73,10 +82,7 @@ class Rule(BaseModel):
     @field_validator("unless", "keep_inside")
     @classmethod
     def _normalize_lists(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
-        normalized = tuple(dict.fromkeys(normalize_key(key) for key in keys))
-        if "" in normalized:
-            raise ValueError("an entry has no letters or digits")
-        return normalized
+        return normalized_keys(keys)
 
     @model_validator(mode="after")
     def _options_fit_action(self) -> Rule:
